@@ -1,0 +1,319 @@
+//! The weft guest SDK: write a weft plugin as a WebAssembly component in a few lines.
+//!
+//! A plugin is a type that implements [`Plugin`] (build yourself from the configuration) and one
+//! or both of [`SpanProcessor`] and [`LogTransform`]; one macro exports it:
+//!
+//! ```ignore
+//! use weft_guest::{Config, Error, Plugin, SpanBatch, SpanProcessor, AttributesExt};
+//!
+//! struct Tagger { value: String }
+//!
+//! impl Plugin for Tagger {
+//!     fn new(config: &Config) -> Result<Self, Error> {
+//!         Ok(Tagger { value: config.get_str("value").unwrap_or("weft").to_string() })
+//!     }
+//! }
+//!
+//! impl SpanProcessor for Tagger {
+//!     fn process_spans(&mut self, mut batch: SpanBatch) -> Result<SpanBatch, Error> {
+//!         for span in &mut batch.spans {
+//!             span.attributes.set("tagged.by", self.value.as_str());
+//!         }
+//!         Ok(batch)
+//!     }
+//! }
+//!
+//! weft_guest::export_span_processor!(Tagger);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2`: the output is a component for the world
+//! `weft:plugin/span-processor` (or `log-transform`, or `otlp-processor` for both).
+//!
+//! The export macros run `wit_bindgen::generate!` in the plugin's crate with
+//! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
+
+mod value;
+
+pub use value::{AnyValue, AttributesExt};
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Bindings for what every plugin imports (the host services) and the shared OTLP types.
+/// Only imports are generated here, so linking the SDK adds no exports to a component.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        inline: "
+            package weft:sdk;
+            world sdk {
+                import weft:plugin/types@0.1.0;
+                import weft:plugin/log@0.1.0;
+                import weft:plugin/config@0.1.0;
+                import weft:plugin/metrics@0.1.0;
+                import weft:plugin/keyvalue@0.1.0;
+                import weft:plugin/clock@0.1.0;
+            }
+        ",
+        path: "../../wit",
+        generate_all,
+        generate_unused_types: true,
+        additional_derives: [PartialEq, Clone],
+    });
+}
+
+pub use bindings::weft::plugin::types::{
+    Error, Event, KeyValue, Link, LogBatch, LogRecord, Resource, Scope, Span, SpanBatch, SpanKind,
+    Status, StatusCode, TraceId, Value, ValueNode, ValueTree,
+};
+pub use bindings::weft::plugin::{clock, keyvalue, log as host_log, metrics};
+
+/// A span id: 8 bytes, big-endian.
+pub type SpanId = u64;
+
+/// Build a plugin from its configuration. Called once per instance, before any batch.
+///
+/// Parse and validate everything here (compile patterns, check ranges): an error fails the
+/// plugin's load and the operator sees its message, instead of every batch failing later.
+pub trait Plugin: Sized + 'static {
+    /// Builds the plugin, or says what is wrong with the configuration
+    /// (usually [`Error::InvalidConfig`], see [`Config::parse`]).
+    fn new(config: &Config) -> Result<Self, Error>;
+}
+
+/// A plugin for the `span-processor` world.
+pub trait SpanProcessor: Plugin {
+    /// Processes one batch of spans sharing a resource and scope; returns the spans to keep.
+    /// Called for one batch at a time; `&mut self` is this instance's state.
+    fn process_spans(&mut self, batch: SpanBatch) -> Result<SpanBatch, Error>;
+}
+
+/// A plugin for the `log-transform` world.
+pub trait LogTransform: Plugin {
+    /// Processes one batch of log records sharing a resource and scope; returns the records to keep.
+    fn process_logs(&mut self, batch: LogBatch) -> Result<LogBatch, Error>;
+}
+
+/// The plugin's configuration: the JSON object the operator gave (`{}` when none).
+#[derive(Debug, Clone)]
+pub struct Config {
+    json: serde_json::Value,
+}
+
+impl Config {
+    /// Reads the configuration from the host.
+    pub fn from_host() -> Result<Self, Error> {
+        Self::from_json(&bindings::weft::plugin::config::get_json())
+    }
+
+    /// A configuration from JSON text (what the host gives; also handy in native unit tests).
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        let json: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| Error::InvalidConfig(format!("configuration is not JSON: {e}")))?
+        };
+        Ok(Config { json })
+    }
+
+    /// The whole configuration.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
+    /// Deserializes the whole configuration into `T`; serde's message (which names the key)
+    /// becomes an [`Error::InvalidConfig`]. Use `#[serde(deny_unknown_fields)]` to catch typos.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_value(self.json.clone())
+            .map_err(|e| Error::InvalidConfig(format!("invalid configuration: {e}")))
+    }
+
+    /// A top-level string value.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.json.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// Log lines to the host (the host tags them with the plugin's name).
+pub mod log {
+    use super::host_log::{Level, log};
+
+    /// Logs at debug level.
+    pub fn debug(msg: &str) {
+        log(Level::Debug, msg)
+    }
+    /// Logs at info level.
+    pub fn info(msg: &str) {
+        log(Level::Info, msg)
+    }
+    /// Logs at warn level.
+    pub fn warn(msg: &str) {
+        log(Level::Warn, msg)
+    }
+    /// Logs at error level.
+    pub fn error(msg: &str) {
+        log(Level::Error, msg)
+    }
+}
+
+impl TraceId {
+    /// The 16 bytes of the id.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.hi.to_be_bytes());
+        b[8..].copy_from_slice(&self.lo.to_be_bytes());
+        b
+    }
+
+    /// The id as 32 lowercase hex digits, as in `traceparent`.
+    pub fn to_hex(&self) -> String {
+        format!("{:016x}{:016x}", self.hi, self.lo)
+    }
+}
+
+/// Runs `f` with this instance's plugin, created by [`Plugin::new`] in `init`.
+///
+/// Wasm instances are single-threaded, so a thread-local cell holds the one plugin value.
+#[doc(hidden)]
+pub fn __with_plugin<T: Plugin, R>(
+    cell: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+    f: impl FnOnce(&mut T) -> Result<R, Error>,
+) -> Result<R, Error> {
+    cell.with(|c| match c.borrow_mut().as_mut() {
+        Some(plugin) => f(plugin),
+        None => Err(Error::Other(
+            "the host called the plugin before init".into(),
+        )),
+    })
+}
+
+/// `init`: reads the configuration and builds the plugin into `cell`.
+#[doc(hidden)]
+pub fn __init<T: Plugin>(
+    cell: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+) -> Result<(), Error> {
+    let config = Config::from_host()?;
+    let plugin = T::new(&config)?;
+    cell.with(|c| *c.borrow_mut() = Some(plugin));
+    Ok(())
+}
+
+/// The bindings every export macro generates; `$world` is the world's name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_bindings {
+    ($world:literal) => {
+        $crate::__wit_bindgen::generate!({
+            world: $world,
+            path: "../../wit",
+            runtime_path: "::weft_guest::__wit_bindgen::rt",
+            with: {
+                "weft:plugin/types@0.1.0": ::weft_guest::bindings::weft::plugin::types,
+                "weft:plugin/log@0.1.0": ::weft_guest::bindings::weft::plugin::log,
+                "weft:plugin/config@0.1.0": ::weft_guest::bindings::weft::plugin::config,
+                "weft:plugin/metrics@0.1.0": ::weft_guest::bindings::weft::plugin::metrics,
+                "weft:plugin/keyvalue@0.1.0": ::weft_guest::bindings::weft::plugin::keyvalue,
+                "weft:plugin/clock@0.1.0": ::weft_guest::bindings::weft::plugin::clock,
+            },
+            generate_all,
+        });
+    };
+}
+
+/// Implements the `lifecycle` export for `$ty` (shared by the export macros).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_lifecycle {
+    ($ty:ident) => {
+        ::std::thread_local! {
+            static __WEFT_PLUGIN: ::std::cell::RefCell<Option<$ty>> =
+                const { ::std::cell::RefCell::new(None) };
+        }
+        impl __weft_bindings::exports::weft::plugin::lifecycle::Guest for $ty {
+            fn init() -> Result<(), $crate::Error> {
+                $crate::__init::<$ty>(&__WEFT_PLUGIN)
+            }
+        }
+    };
+}
+
+/// Exports `$ty` (a [`SpanProcessor`]) as a component of the world `weft:plugin/span-processor`.
+///
+/// Exports are only emitted when compiling for wasm32, so the plugin crate can also be built
+/// natively as a library (unit tests, benchmarks against the native code).
+#[macro_export]
+macro_rules! export_span_processor {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __weft_export {
+            use super::*;
+            mod __weft_bindings {
+                $crate::__weft_bindings!("weft:plugin/span-processor@0.1.0");
+            }
+            $crate::__weft_lifecycle!($ty);
+            impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
+                fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
+                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                        <$ty as $crate::SpanProcessor>::process_spans(p, batch)
+                    })
+                }
+            }
+            __weft_bindings::export!($ty with_types_in __weft_bindings);
+        }
+    };
+}
+
+/// Exports `$ty` (a [`LogTransform`]) as a component of the world `weft:plugin/log-transform`.
+#[macro_export]
+macro_rules! export_log_transform {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __weft_export {
+            use super::*;
+            mod __weft_bindings {
+                $crate::__weft_bindings!("weft:plugin/log-transform@0.1.0");
+            }
+            $crate::__weft_lifecycle!($ty);
+            impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
+                fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
+                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                        <$ty as $crate::LogTransform>::process_logs(p, batch)
+                    })
+                }
+            }
+            __weft_bindings::export!($ty with_types_in __weft_bindings);
+        }
+    };
+}
+
+/// Exports `$ty` (both a [`SpanProcessor`] and a [`LogTransform`]) as a component of the world
+/// `weft:plugin/otlp-processor`.
+#[macro_export]
+macro_rules! export_otlp_processor {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __weft_export {
+            use super::*;
+            mod __weft_bindings {
+                $crate::__weft_bindings!("weft:plugin/otlp-processor@0.1.0");
+            }
+            $crate::__weft_lifecycle!($ty);
+            impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
+                fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
+                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                        <$ty as $crate::SpanProcessor>::process_spans(p, batch)
+                    })
+                }
+            }
+            impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
+                fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
+                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                        <$ty as $crate::LogTransform>::process_logs(p, batch)
+                    })
+                }
+            }
+            __weft_bindings::export!($ty with_types_in __weft_bindings);
+        }
+    };
+}

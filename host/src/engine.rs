@@ -1,0 +1,252 @@
+//! The one wasmtime [`Engine`] of a weft process, its epoch ticker, and the on-disk cache of
+//! compiled components.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::error::LoadError;
+
+/// How often the epoch advances. CPU deadlines are rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Settings for [`WeftEngine::new`]. `Default` gives what `weft` uses.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Directory for compiled artifacts; `None` disables the cache. Default: `$WEFT_CACHE_DIR`,
+    /// else `$XDG_CACHE_HOME/weft`, else `~/.cache/weft`.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator (default true). Instantiation then reuses
+    /// pre-reserved memory slots instead of calling mmap per instance.
+    pub pooling: bool,
+    /// Upper bound of any plugin's memory cap, in bytes (default 1 GiB): the size of a pool slot.
+    pub max_memory: u64,
+    /// Component instances the pool holds at most (default 512).
+    pub max_instances: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            cache_dir: default_cache_dir(),
+            pooling: true,
+            max_memory: 1 << 30,
+            max_instances: 512,
+        }
+    }
+}
+
+/// `$WEFT_CACHE_DIR`, else `$XDG_CACHE_HOME/weft`, else `$HOME/.cache/weft`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEFT_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("weft"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("weft"))
+}
+
+/// Counters of the compiled-artifact cache.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Loads served by deserializing a cached artifact.
+    pub hits: AtomicU64,
+    /// Loads that compiled (and then stored the artifact).
+    pub misses: AtomicU64,
+    /// Cached artifacts that could not be used (corrupt, or from another engine) and were replaced.
+    pub rejected: AtomicU64,
+}
+
+/// A component compiled (or loaded from cache) by [`WeftEngine::load_component`].
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// The compiled component.
+    pub component: Component,
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// Whether it came from the cache.
+    pub cache_hit: bool,
+}
+
+/// The engine shared by every plugin. Cloning is cheap (an `Arc`).
+#[derive(Clone)]
+pub struct WeftEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+    stats: CacheStats,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WeftEngine {
+    /// Creates the engine (Cranelift, epoch interruption, optionally pooling) and starts the
+    /// epoch ticker thread, which stops when the last clone is dropped.
+    pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Guest stacks: enough for real plugins, small enough that runaway recursion traps fast.
+        config.max_wasm_stack(1 << 20);
+        if settings.pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(settings.max_instances);
+            // A Rust guest component has a handful of core instances (main module + shims).
+            pool.total_core_instances(settings.max_instances * 8);
+            pool.total_memories(settings.max_instances * 2);
+            pool.total_tables(settings.max_instances * 8);
+            pool.max_memory_size(settings.max_memory as usize);
+            pool.max_memories_per_component(4);
+            pool.max_tables_per_component(16);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        if let Some(dir) = &settings.cache_dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "compiled-artifact cache disabled");
+        }
+        Ok(WeftEngine {
+            inner: Arc::new(Inner {
+                engine,
+                cache_dir: settings.cache_dir.filter(|d| d.is_dir()),
+                stats: CacheStats::default(),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Cache counters.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.inner.stats
+    }
+
+    /// Where the cached artifact for `bytes` lives (whether or not it exists yet).
+    pub fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        Some(dir.join(format!("{}.cwasm", self.cache_key(&digest(bytes)))))
+    }
+
+    /// Cache key: content hash + a hash of everything that makes compiled code incompatible
+    /// (wasmtime version, target, engine settings).
+    fn cache_key(&self, digest: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
+        format!("{digest}-{:016x}", h.finish())
+    }
+
+    /// Checks that `bytes` are a component, then compiles it or loads the cached artifact.
+    /// `what` names the bytes in errors (usually the file path).
+    pub fn load_component(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
+        check_is_component(what, bytes)?;
+        let digest = digest(bytes);
+        let path = self.cache_path(bytes);
+        if let Some(path) = &path
+            && path.is_file()
+        {
+            // SAFETY: the file is in weft's own cache directory and was written by
+            // `Component::serialize` of an engine with the same compatibility hash (it is part of
+            // the file name); wasmtime also checks the header and refuses a mismatched artifact.
+            match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
+                Ok(component) => {
+                    self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(LoadedComponent {
+                        component,
+                        digest,
+                        cache_hit: true,
+                    });
+                }
+                Err(e) => {
+                    self.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path = %path.display(), error = %e, "discarding cached artifact");
+                }
+            }
+        }
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Compile {
+                what: what.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        self.inner.stats.misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = &path
+            && let Err(e) = store_artifact(&component, path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write cached artifact");
+        }
+        Ok(LoadedComponent {
+            component,
+            digest,
+            cache_hit: false,
+        })
+    }
+}
+
+/// SHA-256 of `bytes`, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes the artifact to a temporary file, then renames it: readers never see half a file.
+fn store_artifact(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Rejects what is not a WebAssembly component, with a message that says what it is instead.
+pub fn check_is_component(what: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            what: what.to_string(),
+        });
+    }
+    // Bytes 4..8: version 1 / layer 0 is a core module; a component has layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule {
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The `weft` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use weft_host::otlp_io::{OtlpData, read_otlp};
+use weft_host::{EngineSettings, MetricsRegistry, PluginHost, PluginSettings, WeftEngine};
+
+/// weft: observability plugins as WebAssembly components.
+#[derive(Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a plugin once over an OTLP file and print the result as OTLP/JSON.
+    Test {
+        /// The plugin component (.wasm).
+        component: PathBuf,
+        /// OTLP traces or logs: JSON (as the Collector's file exporter writes) or protobuf.
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's configuration: a JSON file, or inline JSON.
+        #[arg(long)]
+        config: Option<String>,
+        /// Write the result here instead of stdout (`.pb` writes protobuf, anything else JSON).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// CPU deadline per call, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        deadline_ms: u64,
+        /// Memory cap per instance, in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory_mib: usize,
+    },
+    /// Show a component's world, WIT package version, imports, exports, size and cache state.
+    Inspect {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test {
+            component,
+            input,
+            config,
+            output,
+            deadline_ms,
+            memory_mib,
+        } => run_test(
+            &component,
+            &input,
+            config.as_deref(),
+            output.as_deref(),
+            deadline_ms,
+            memory_mib,
+        ),
+        Command::Inspect { component, json } => run_inspect(&component, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--config`: inline JSON if it looks like JSON, else a file holding JSON (or YAML-free JSON).
+fn parse_config(config: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let Some(config) = config else {
+        return Ok(serde_json::json!({}));
+    };
+    let text = if config.trim_start().starts_with('{') {
+        config.to_string()
+    } else {
+        std::fs::read_to_string(config)
+            .with_context(|| format!("cannot read config file {config}"))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("--config is not valid JSON: {config}"))
+}
+
+fn plugin_name(component: &Path) -> String {
+    component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into())
+}
+
+fn run_test(
+    component: &Path,
+    input: &Path,
+    config: Option<&str>,
+    output: Option<&Path>,
+    deadline_ms: u64,
+    memory_mib: usize,
+) -> anyhow::Result<()> {
+    let input_bytes =
+        std::fs::read(input).with_context(|| format!("cannot read input {}", input.display()))?;
+    let data = read_otlp(&input_bytes).with_context(|| format!("input {}", input.display()))?;
+    let mut settings = PluginSettings::new(&plugin_name(component));
+    settings.config = parse_config(config)?;
+    settings.deadline = Duration::from_millis(deadline_ms);
+    settings.memory_cap = memory_mib << 20;
+
+    let engine = WeftEngine::new(EngineSettings::default())?;
+    let host = PluginHost::new(engine, MetricsRegistry::default())?;
+    let load_start = Instant::now();
+    let plugin = host.load_file(component, settings)?;
+    let load_time = load_start.elapsed();
+
+    let items_in = data.item_count();
+    let signal = data.signal();
+    let start = Instant::now();
+    let (result, report) = match data {
+        OtlpData::Traces(req) => {
+            let (out, report) = plugin.process_traces_strict(req)?;
+            (OtlpData::Traces(out), report)
+        }
+        OtlpData::Logs(req) => {
+            let (out, report) = plugin.process_logs_strict(req)?;
+            (OtlpData::Logs(out), report)
+        }
+    };
+    let elapsed = start.elapsed();
+
+    match output {
+        Some(path) if path.extension().is_some_and(|e| e == "pb") => {
+            std::fs::write(path, result.to_protobuf())?
+        }
+        Some(path) => std::fs::write(path, result.to_json() + "\n")?,
+        None => println!("{}", result.to_json()),
+    }
+    eprintln!(
+        "weft test: {} ({}) {signal}: {items_in} in, {} out, {} call(s) in {:.3} ms (load {:.1} ms, {})",
+        plugin.name(),
+        plugin.worlds().world_name(),
+        report.items_out,
+        plugin
+            .metrics()
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        elapsed.as_secs_f64() * 1e3,
+        load_time.as_secs_f64() * 1e3,
+        if plugin.cache_hit() {
+            "cached"
+        } else {
+            "compiled"
+        },
+    );
+    Ok(())
+}
+
+fn run_inspect(component: &Path, json: bool) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let engine = WeftEngine::new(EngineSettings::default())?;
+    let what = component.display().to_string();
+    let report = weft_host::inspect::inspect(&engine, &what, &bytes)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render(&what));
+    }
+    Ok(())
+}

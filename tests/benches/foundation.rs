@@ -1,0 +1,303 @@
+//! Foundation benchmarks (run with `cargo xtask bench`; results in docs/PERFORMANCE.md):
+//!
+//! 1. `pii_mask_batch`: pii-mask over 512 spans × 10 attributes (5 carrying PII), as a component
+//!    (`component_call`: the WIT call alone; `component_otlp`: OTLP in, OTLP out) vs the same
+//!    masking code compiled natively into this benchmark (`native`).
+//! 2. `load`: compile a component vs load its cached artifact vs instantiate (± init).
+//! 3. `noop_batch`: a pass-through plugin's per-batch cost, pooled vs fresh instance per batch.
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use weft_host::{InstanceReuse, PluginSettings, convert};
+use weft_tests::{component, guests, host_with_cache};
+
+const SPANS: usize = 512;
+
+/// The 10 attributes of span `i`: 5 with PII (card, phone, e-mail, card with dashes, e-mail in
+/// a sentence) and 5 without (route, method, status, an order number, a user agent).
+fn attributes(i: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("payment.card", "4111 1111 1111 1111".to_string()),
+        ("user.phone", format!("1381234{:04}", i % 10_000)),
+        ("user.email", format!("user{i}@example.com")),
+        ("billing.card", "5500-0000-0000-0004".to_string()),
+        (
+            "note",
+            format!("contact alice{i}@corp.example.org for refunds"),
+        ),
+        ("http.route", "/api/v1/orders/{id}".to_string()),
+        ("http.request.method", "POST".to_string()),
+        ("http.response.status_code", "200".to_string()),
+        (
+            "order.id",
+            format!("{:016}", 1_234_567_890_123_456u64 + i as u64),
+        ),
+        (
+            "user_agent.original",
+            "Mozilla/5.0 (X11; Linux x86_64) weft-bench/1.0".to_string(),
+        ),
+    ]
+}
+
+fn pb_request() -> ExportTraceServiceRequest {
+    let spans = (0..SPANS)
+        .map(|i| Span {
+            trace_id: ((i as u128 + 1) * 0x9e37_79b9_7f4a_7c15)
+                .to_be_bytes()
+                .to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: "POST /api/v1/orders".into(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            end_time_unix_nano: 1_700_000_000_001_000_000 + i as u64,
+            attributes: attributes(i)
+                .into_iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v)),
+                    }),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("checkout".into())),
+                    }),
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// The same batch in the host's WIT types.
+fn host_batch(req: &ExportTraceServiceRequest) -> weft_host::bindings::SpanBatch {
+    let rs = &req.resource_spans[0];
+    weft_host::bindings::SpanBatch {
+        resource: convert::resource_from_pb(rs.resource.as_ref(), ""),
+        scope: convert::scope_from_pb(None, ""),
+        spans: rs.scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| convert::span_from_pb(s).expect("valid"))
+            .collect(),
+    }
+}
+
+/// The same batch in the guest SDK's types (compiled natively here).
+fn native_batch() -> weft_guest::SpanBatch {
+    use weft_guest::{
+        KeyValue as K, Resource as R, Scope, Span as S, SpanKind, Status, StatusCode, TraceId,
+        Value,
+    };
+    weft_guest::SpanBatch {
+        resource: R {
+            attributes: vec![K {
+                key: "service.name".into(),
+                value: Value::Str("checkout".into()),
+            }],
+            dropped_attributes_count: 0,
+            schema_url: String::new(),
+        },
+        scope: Scope {
+            name: String::new(),
+            version: String::new(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            schema_url: String::new(),
+        },
+        spans: (0..SPANS)
+            .map(|i| {
+                let id = (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15;
+                S {
+                    trace_id: TraceId {
+                        hi: (id >> 64) as u64,
+                        lo: id as u64,
+                    },
+                    span_id: i as u64 + 1,
+                    trace_state: String::new(),
+                    parent_span_id: None,
+                    flags: 0,
+                    name: "POST /api/v1/orders".into(),
+                    kind: SpanKind::Server,
+                    start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                    end_time_unix_nano: 1_700_000_000_001_000_000 + i as u64,
+                    attributes: attributes(i)
+                        .into_iter()
+                        .map(|(k, v)| K {
+                            key: k.into(),
+                            value: Value::Str(v),
+                        })
+                        .collect(),
+                    dropped_attributes_count: 0,
+                    events: vec![],
+                    dropped_events_count: 0,
+                    links: vec![],
+                    dropped_links_count: 0,
+                    status: Status {
+                        code: StatusCode::Unset,
+                        message: String::new(),
+                    },
+                }
+            })
+            .collect(),
+    }
+}
+
+fn pii_mask_batch(c: &mut Criterion) {
+    let host = host_with_cache(None).expect("host");
+    let plugin = host
+        .load_file(guests::PII_MASK.as_ref(), PluginSettings::new("pii-mask"))
+        .expect("load");
+    let req = pb_request();
+    let batch = host_batch(&req);
+    let native = guest_pii_mask::Masker::new(&weft_guest::Config::from_json("{}").expect("config"))
+        .expect("masker");
+    let nb = native_batch();
+
+    // Sanity: both mask the same values, so the comparison is of equal work.
+    let mut check = nb.clone();
+    let masked_native = native.mask_span_batch(&mut check);
+    let out = plugin.call_spans(&batch).expect("component masks");
+    let masked_component = batch
+        .spans
+        .iter()
+        .zip(&out.spans)
+        .flat_map(|(a, b)| a.attributes.iter().zip(&b.attributes))
+        .filter(|(a, b)| a.value != b.value)
+        .count() as u64;
+    assert_eq!(
+        masked_native, masked_component,
+        "native and component mask the same values"
+    );
+    assert_eq!(
+        masked_native,
+        (SPANS * 5) as u64,
+        "5 PII attributes per span"
+    );
+
+    let mut g = c.benchmark_group("pii_mask_batch");
+    g.throughput(criterion::Throughput::Elements(SPANS as u64));
+    g.bench_function("native", |b| {
+        b.iter_batched(
+            || nb.clone(),
+            |mut batch| native.mask_span_batch(&mut batch),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("component_call", |b| {
+        b.iter(|| plugin.call_spans(&batch).expect("ok"))
+    });
+    g.bench_function("component_otlp", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |r| plugin.process_traces(r).expect("ok"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host_with_cache(Some(dir.path().to_path_buf())).expect("host");
+    let bytes = component(guests::PII_MASK);
+    let engine = host.engine().engine().clone();
+    host.engine()
+        .load_component("pii-mask", &bytes)
+        .expect("fill the cache");
+    let artifact = host.engine().cache_path(&bytes).expect("cache on");
+
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10);
+    g.bench_function("compile", |b| {
+        b.iter(|| wasmtime::component::Component::new(&engine, &bytes).expect("compiles"))
+    });
+    g.sample_size(50);
+    g.bench_function("cached_load", |b| {
+        b.iter(|| {
+            host.engine()
+                .load_component("pii-mask", &bytes)
+                .expect("cached")
+        })
+    });
+    g.bench_function("deserialize_only", |b| {
+        // SAFETY: the artifact was written by this engine's `serialize` just above.
+        b.iter(|| {
+            unsafe { wasmtime::component::Component::deserialize_file(&engine, &artifact) }
+                .expect("ok")
+        })
+    });
+    g.sample_size(100);
+    let plugin = host
+        .load_file(guests::PII_MASK.as_ref(), PluginSettings::new("pii"))
+        .expect("load");
+    g.bench_function("instantiate", |b| {
+        b.iter(|| plugin.bench_instantiate(false).expect("ok"))
+    });
+    g.bench_function("instantiate_and_init", |b| {
+        b.iter(|| plugin.bench_instantiate(true).expect("ok"))
+    });
+    g.finish();
+}
+
+fn noop_batch(c: &mut Criterion) {
+    let host = host_with_cache(None).expect("host");
+    let mut pooled = PluginSettings::new("noop-pooled");
+    pooled.config = serde_json::json!({"fault": "none"});
+    let mut fresh = pooled.clone();
+    fresh.name = "noop-fresh".into();
+    fresh.reuse = InstanceReuse::Fresh;
+    let pooled = host
+        .load_file(guests::FAULT.as_ref(), pooled)
+        .expect("load");
+    let fresh = host.load_file(guests::FAULT.as_ref(), fresh).expect("load");
+    let req = pb_request();
+    let one = {
+        let mut r = req.clone();
+        r.resource_spans[0].scope_spans[0].spans.truncate(1);
+        r
+    };
+    let mut g = c.benchmark_group("noop_batch");
+    for (label, r) in [("1_span", &one), ("512_spans", &req)] {
+        let batch = host_batch(r);
+        g.bench_function(format!("pooled_call_{label}"), |b| {
+            b.iter(|| pooled.call_spans(&batch).expect("ok"))
+        });
+        g.bench_function(format!("fresh_call_{label}"), |b| {
+            b.iter(|| fresh.call_spans(&batch).expect("ok"))
+        });
+        g.bench_function(format!("pooled_otlp_{label}"), |b| {
+            b.iter_batched(
+                || r.clone(),
+                |r| pooled.process_traces(r).expect("ok"),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = pii_mask_batch, load, noop_batch
+}
+criterion_main!(benches);

@@ -1,0 +1,277 @@
+//! Guests that trap, loop, exhaust memory, overflow the stack, return errors or reject their
+//! configuration (guests/fault). Each case asserts the typed error, that the host goes on, that
+//! a trapped instance is replaced by a fresh one, and what fail-open and fail-closed did.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use weft_host::otlp_io::OtlpData;
+use weft_host::{CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind};
+use weft_tests::{fixture, guests, host_with_cache};
+
+fn traces() -> ExportTraceServiceRequest {
+    match fixture("tests/fixtures/traces-two-scopes.json").expect("fixture") {
+        OtlpData::Traces(t) => t,
+        OtlpData::Logs(_) => panic!("fixture holds traces"),
+    }
+}
+
+fn load(host: &PluginHost, config: serde_json::Value, policy: FailPolicy) -> Plugin {
+    let mut settings = PluginSettings::new("fault");
+    settings.config = config;
+    settings.fail_policy = policy;
+    settings.deadline = Duration::from_millis(50);
+    settings.memory_cap = 16 << 20;
+    host.load_file(guests::FAULT.as_ref(), settings)
+        .expect("load fault plugin")
+}
+
+fn host() -> PluginHost {
+    host_with_cache(None).expect("host")
+}
+
+/// Runs one faulty batch through `call_spans` and checks the trap kind, then shows that the next
+/// call runs on a fresh instance and succeeds (the fault fires once: `times: 1`).
+fn trap_then_recover(fault: &str, expected: TrapKind) {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": fault, "times": 1}),
+        FailPolicy::Open,
+    );
+    let m = plugin.metrics().clone();
+    assert_eq!(
+        m.instantiations.load(Ordering::Relaxed),
+        1,
+        "load creates one instance"
+    );
+
+    let batch = weft_host::bindings::SpanBatch {
+        resource: weft_host::convert::resource_from_pb(None, ""),
+        scope: weft_host::convert::scope_from_pb(None, ""),
+        spans: vec![],
+    };
+    let start = Instant::now();
+    let err = plugin
+        .call_spans(&batch)
+        .expect_err("the fault fires on the first call");
+    let took = start.elapsed();
+    match &err {
+        CallError::Trapped { kind, .. } => assert_eq!(*kind, expected, "{err}"),
+        other => panic!("expected a trap, got {other}"),
+    }
+    // The deadline is 50 ms; anything near a second means the deadline did not work.
+    assert!(took < Duration::from_secs(2), "{fault}: took {took:?}");
+    assert_eq!(m.trap_counter(expected).load(Ordering::Relaxed), 1);
+    assert_eq!(
+        plugin.idle_instances(),
+        0,
+        "the trapped instance is not back in the pool"
+    );
+
+    plugin.call_spans(&batch).expect("the next call succeeds");
+    assert_eq!(
+        m.instantiations.load(Ordering::Relaxed),
+        2,
+        "a fresh instance served it"
+    );
+    assert_eq!(plugin.idle_instances(), 1);
+    assert_eq!(m.total_traps(), 1);
+    assert_eq!(m.calls.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_panicking_guest_traps_as_panic_and_is_replaced() {
+    trap_then_recover("panic", TrapKind::Panic);
+}
+
+#[test]
+fn an_infinite_loop_hits_the_cpu_deadline() {
+    trap_then_recover("loop", TrapKind::Deadline);
+}
+
+#[test]
+fn allocating_past_the_memory_cap_traps_as_memory_limit() {
+    trap_then_recover("oom", TrapKind::MemoryLimit);
+}
+
+#[test]
+fn unbounded_recursion_traps_as_stack_overflow() {
+    trap_then_recover("stack", TrapKind::StackOverflow);
+}
+
+#[test]
+fn a_guest_error_is_not_a_trap_and_keeps_the_instance() {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "error"}),
+        FailPolicy::Open,
+    );
+    let batch = weft_host::bindings::SpanBatch {
+        resource: weft_host::convert::resource_from_pb(None, ""),
+        scope: weft_host::convert::scope_from_pb(None, ""),
+        spans: vec![],
+    };
+    for _ in 0..3 {
+        match plugin.call_spans(&batch) {
+            Err(CallError::Guest { kind, message, .. }) => {
+                assert_eq!(kind, "other");
+                assert_eq!(message, "fault: returning an error on purpose");
+            }
+            other => panic!("expected a guest error, got {other:?}"),
+        }
+    }
+    let m = plugin.metrics();
+    assert_eq!(m.guest_errors.load(Ordering::Relaxed), 3);
+    assert_eq!(m.total_traps(), 0);
+    assert_eq!(
+        m.instantiations.load(Ordering::Relaxed),
+        1,
+        "errors do not recycle the instance"
+    );
+}
+
+#[test]
+fn a_rejected_configuration_fails_the_load_with_the_plugins_message() {
+    let host = host();
+    let mut settings = PluginSettings::new("fault");
+    settings.config = serde_json::json!({"fault": "bad-config"});
+    let err = host
+        .load_file(guests::FAULT.as_ref(), settings)
+        .err()
+        .expect("load fails");
+    assert!(matches!(err, LoadError::InvalidConfig { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "plugin `fault` rejected its configuration: fault: this plugin rejects its configuration on purpose"
+    );
+    // The same host still loads a good plugin afterwards.
+    load(
+        &host,
+        serde_json::json!({"fault": "none"}),
+        FailPolicy::Open,
+    );
+}
+
+#[test]
+fn fail_open_passes_failed_batches_on_unchanged() {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "panic"}),
+        FailPolicy::Open,
+    );
+    let input = traces();
+    let (out, report) = plugin.process_traces(input.clone()).expect("valid OTLP");
+    assert_eq!(out, input, "fail-open returns the input as it was");
+    assert_eq!(report.items_in, 3);
+    assert_eq!(report.items_out, 3);
+    assert_eq!(
+        report.failed_batches, 2,
+        "two scopes, two batches, both trapped"
+    );
+    let m = plugin.metrics();
+    assert_eq!(m.failed_open.load(Ordering::Relaxed), 2);
+    assert_eq!(m.failed_closed.load(Ordering::Relaxed), 0);
+    assert_eq!(m.trap_counter(TrapKind::Panic).load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn fail_closed_drops_failed_batches_and_counts_them() {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "error", "times": 1}),
+        FailPolicy::Closed,
+    );
+    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    // The first scope (2 spans) failed and was dropped; the second (1 span) went through.
+    assert_eq!(report.failed_batches, 1);
+    assert_eq!(report.failed_items_dropped, 2);
+    assert_eq!(report.items_out, 1);
+    let spans: Vec<_> = out
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "pay");
+    let m = plugin.metrics();
+    assert_eq!(m.failed_closed.load(Ordering::Relaxed), 1);
+    assert_eq!(m.failed_closed_items.load(Ordering::Relaxed), 2);
+    assert_eq!(m.failed_open.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn malformed_guest_output_is_rejected_and_handled_by_the_fail_policy() {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "bad-tree"}),
+        FailPolicy::Closed,
+    );
+    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    assert!(out.resource_spans.is_empty(), "both batches dropped");
+    assert_eq!(report.failed_batches, 2);
+    assert_eq!(
+        plugin.metrics().malformed_outputs.load(Ordering::Relaxed),
+        2
+    );
+
+    let strict = plugin
+        .process_traces_strict(traces())
+        .expect_err("strict stops");
+    assert!(
+        strict.to_string().contains("returned malformed output"),
+        "{strict}"
+    );
+    assert!(strict.to_string().contains("not after it"), "{strict}");
+}
+
+#[test]
+fn dropping_items_is_counted_as_dropped_not_failed() {
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "drop-all"}),
+        FailPolicy::Open,
+    );
+    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    assert_eq!(report.items_out, 0);
+    assert_eq!(report.failed_batches, 0);
+    assert!(
+        out.resource_spans
+            .iter()
+            .all(|r| r.scope_spans.iter().all(|s| s.spans.is_empty()))
+    );
+    assert_eq!(plugin.metrics().items_dropped.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn the_host_serves_other_plugins_while_one_loops() {
+    let host = host();
+    let looping = load(
+        &host,
+        serde_json::json!({"fault": "loop"}),
+        FailPolicy::Open,
+    );
+    let healthy = {
+        let mut s = PluginSettings::new("healthy");
+        s.config = serde_json::json!({"fault": "none"});
+        host.load_file(guests::FAULT.as_ref(), s).expect("load")
+    };
+    let t = std::thread::spawn(move || looping.process_traces(traces()).map(|(_, r)| r));
+    for _ in 0..20 {
+        let (out, report) = healthy.process_traces(traces()).expect("valid OTLP");
+        assert_eq!(report.items_out, 3);
+        assert_eq!(out, traces());
+    }
+    let report = t.join().expect("thread").expect("valid OTLP");
+    assert_eq!(
+        report.failed_batches, 2,
+        "both batches hit the deadline and were passed on"
+    );
+}

@@ -1,0 +1,77 @@
+//! Building the guest components. Shared, via `#[path]`, by `cargo xtask build-guests` and by the
+//! tests' build script, so both build the same way into the same target directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Rust target guests are built for (rustc emits a component directly).
+pub const GUEST_TARGET: &str = "wasm32-wasip2";
+
+/// The cargo profile for guests (size- and speed-tuned, see the workspace Cargo.toml).
+pub const GUEST_PROFILE: &str = "guest";
+
+/// The target directory for guests: beside the host's, so nested cargo runs never wait on the
+/// lock of the cargo that runs a build script.
+pub fn guest_target_dir(workspace: &Path) -> PathBuf {
+    workspace.join("target").join("wasm")
+}
+
+/// Builds every `guest-*` package and returns `(name, path)` for each component, where `name`
+/// drops the `guest-` prefix (`pii-mask`). `cargo` is the cargo binary to run.
+pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    let target_dir = guest_target_dir(workspace);
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args([
+            "build",
+            "--package",
+            "guest-*",
+            "--target",
+            GUEST_TARGET,
+            "--profile",
+            GUEST_PROFILE,
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    // A build script's environment describes the outer build; the guests must not inherit it.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the guest components failed ({status}); is the target installed? \
+             `rustup target add {GUEST_TARGET}`"
+        ));
+    }
+    let out_dir = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE);
+    let mut guests = Vec::new();
+    let entries = std::fs::read_dir(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".wasm") else {
+            continue;
+        };
+        let Some(name) = stem
+            .strip_prefix("guest_")
+            .or_else(|| stem.strip_prefix("guest-"))
+        else {
+            continue;
+        };
+        guests.push((name.replace('_', "-"), path));
+    }
+    guests.sort();
+    Ok(guests)
+}

@@ -1,0 +1,254 @@
+//! `cargo xtask`: the project's commands.
+//!
+//! - `cargo xtask build-guests`: add the wasm targets if missing, build every plugin to
+//!   `target/guests/<name>.wasm`.
+//! - `cargo xtask demo`: build the plugins and run each over its fixture with `weft test`.
+//! - `cargo xtask test`: `cargo fmt --check`, clippy with `-D warnings`, and all tests.
+//! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+#[path = "guests.rs"]
+mod guests;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Adds the wasm targets that `rustup` does not have yet.
+fn ensure_targets() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm targets")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    for target in ["wasm32-wasip2", "wasm32-unknown-unknown"] {
+        if !installed.lines().any(|l| l.trim() == target) {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_guests() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    ensure_targets()?;
+    let ws = workspace();
+    let built = guests::build_guests(&ws, &cargo()).map_err(anyhow::Error::msg)?;
+    let out = ws.join("target").join("guests");
+    std::fs::create_dir_all(&out)?;
+    let mut copied = Vec::new();
+    for (name, path) in built {
+        let dest = out.join(format!("{name}.wasm"));
+        std::fs::copy(&path, &dest).with_context(|| format!("copy {}", path.display()))?;
+        let size = std::fs::metadata(&dest)?.len();
+        eprintln!("xtask: {:<16} {:>9} bytes  {}", name, size, dest.display());
+        copied.push((name, dest));
+    }
+    Ok(copied)
+}
+
+/// Each example plugin with the fixture its README shows.
+const DEMOS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "pii-mask",
+        "guests/pii-mask/fixtures/traces-with-pii.json",
+        None,
+    ),
+    (
+        "pii-mask",
+        "guests/pii-mask/fixtures/logs-with-pii.json",
+        None,
+    ),
+    (
+        "sampler",
+        "guests/sampler/fixtures/traces-mixed.json",
+        Some(r#"{"percentage": 50}"#),
+    ),
+    (
+        "cloud-enrich",
+        "guests/cloud-enrich/fixtures/traces.json",
+        Some(r#"{"provider": "aws", "region": "eu-west-1", "availability_zone": "eu-west-1a"}"#),
+    ),
+    (
+        "protocol-parse",
+        "guests/protocol-parse/fixtures/logs-logfmt-and-legacy.json",
+        None,
+    ),
+];
+
+fn demo() -> anyhow::Result<()> {
+    build_guests()?;
+    let ws = workspace();
+    for (name, fixture, config) in DEMOS {
+        eprintln!("\n=== weft test target/guests/{name}.wasm --input {fixture}");
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(&ws).args([
+            "run",
+            "--quiet",
+            "-p",
+            "weft-host",
+            "--bin",
+            "weft",
+            "--",
+            "test",
+        ]);
+        cmd.arg(format!("target/guests/{name}.wasm"))
+            .args(["--input", fixture]);
+        if let Some(c) = config {
+            cmd.args(["--config", c]);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    let ws = workspace();
+    ensure_targets()?;
+    run(Command::new(cargo())
+        .current_dir(&ws)
+        .args(["fmt", "--all", "--check"]))?;
+    build_guests()?;
+    run(Command::new(cargo()).current_dir(&ws).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(cargo())
+        .current_dir(&ws)
+        .args(["test", "--workspace"]))?;
+    Ok(())
+}
+
+fn bench(filter: Option<&str>) -> anyhow::Result<()> {
+    build_guests()?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace())
+        .args(["bench", "-p", "weft-tests"]);
+    if let Some(f) = filter {
+        cmd.args(["--", f]);
+    }
+    run(&mut cmd)?;
+    print_criterion_table(&workspace().join("target").join("criterion"))
+}
+
+/// Reads criterion's estimates and prints one markdown table per group: median with its
+/// confidence interval, and the ratio to the group's first (baseline) row.
+fn print_criterion_table(dir: &Path) -> anyhow::Result<()> {
+    let mut groups: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    groups.sort();
+    for group in groups {
+        let Some(gname) = group
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if gname == "report" {
+            continue;
+        }
+        let mut rows = Vec::new();
+        let mut benches: Vec<_> = std::fs::read_dir(&group)?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        benches.sort_by_key(|p| {
+            std::fs::metadata(p.join("new/estimates.json"))
+                .and_then(|m| m.modified())
+                .ok()
+        });
+        for bench in benches {
+            let est = bench.join("new").join("estimates.json");
+            let Ok(text) = std::fs::read_to_string(&est) else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            let median = &v["median"];
+            let point = median["point_estimate"].as_f64().unwrap_or(f64::NAN);
+            let lo = median["confidence_interval"]["lower_bound"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            let hi = median["confidence_interval"]["upper_bound"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            let name = bench
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string();
+            rows.push((name, point, lo, hi));
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let base = rows[0].1;
+        println!(
+            "\n{gname}\n\n| benchmark | median | 95% CI | × {} |\n|---|---:|---:|---:|",
+            rows[0].0
+        );
+        for (name, point, lo, hi) in &rows {
+            println!(
+                "| {name} | {} | {} – {} | {:.2} |",
+                human(*point),
+                human(*lo),
+                human(*hi),
+                point / base
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Nanoseconds as ns / µs / ms / s.
+fn human(ns: f64) -> String {
+    match ns {
+        n if n < 1e3 => format!("{n:.1} ns"),
+        n if n < 1e6 => format!("{:.2} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.2} ms", n / 1e6),
+        n => format!("{:.2} s", n / 1e9),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build-guests") => build_guests().map(|_| ()),
+        Some("demo") => demo(),
+        Some("test") => test(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench-table") => print_criterion_table(&workspace().join("target").join("criterion")),
+        _ => {
+            eprintln!("usage: cargo xtask <build-guests | demo | test | bench [filter]>");
+            std::process::exit(2)
+        }
+    }
+}
