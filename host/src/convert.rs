@@ -148,7 +148,7 @@ pub fn value_to_pb(v: Value) -> Result<AnyValue, ConvertError> {
                 return Err(ConvertError::MalformedTree("a tree has no nodes".into()));
             }
             let mut nodes: Vec<Option<ValueNode>> = tree.nodes.into_iter().map(Some).collect();
-            return unflatten(&mut nodes, 0, 0);
+            return unflatten(&mut nodes, 0, None);
         }
     };
     Ok(AnyValue { value })
@@ -159,9 +159,11 @@ pub fn value_to_pb(v: Value) -> Result<AnyValue, ConvertError> {
 fn unflatten(
     nodes: &mut [Option<ValueNode>],
     i: u32,
-    parent: u32,
+    parent: Option<u32>,
 ) -> Result<AnyValue, ConvertError> {
-    if i != 0 && i <= parent {
+    if let Some(parent) = parent
+        && i <= parent
+    {
         return Err(ConvertError::MalformedTree(format!(
             "node {parent} has child {i}, which is not after it"
         )));
@@ -184,7 +186,7 @@ fn unflatten(
         ValueNode::Array(items) => Some(any_value::Value::ArrayValue(ArrayValue {
             values: items
                 .into_iter()
-                .map(|c| unflatten(nodes, c, i))
+                .map(|c| unflatten(nodes, c, Some(i)))
                 .collect::<Result<_, _>>()?,
         })),
         ValueNode::Kvlist(entries) => Some(any_value::Value::KvlistValue(KeyValueList {
@@ -193,7 +195,7 @@ fn unflatten(
                 .map(|(key, c)| {
                     Ok(PbKeyValue {
                         key,
-                        value: Some(unflatten(nodes, c, i)?),
+                        value: Some(unflatten(nodes, c, Some(i))?),
                         key_strindex: 0,
                     })
                 })

@@ -28,6 +28,9 @@ pub struct EngineSettings {
     pub max_memory: u64,
     /// Component instances the pool holds at most (default 512).
     pub max_instances: u32,
+    /// Meter guest instructions with fuel (default false). Needed for per-plugin fuel budgets;
+    /// it slows every plugin a little, so CPU time is bounded by the epoch deadline otherwise.
+    pub fuel: bool,
 }
 
 impl Default for EngineSettings {
@@ -37,6 +40,7 @@ impl Default for EngineSettings {
             pooling: true,
             max_memory: 1 << 30,
             max_instances: 512,
+            fuel: false,
         }
     }
 }
@@ -85,6 +89,7 @@ struct Inner {
     cache_dir: Option<PathBuf>,
     stats: CacheStats,
     stop_ticker: Arc<AtomicBool>,
+    fuel: bool,
 }
 
 impl Drop for Inner {
@@ -103,6 +108,7 @@ impl WeftEngine {
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // Guest stacks: enough for real plugins, small enough that runaway recursion traps fast.
         config.max_wasm_stack(1 << 20);
+        config.consume_fuel(settings.fuel);
         if settings.pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
             pool.total_component_instances(settings.max_instances);
@@ -143,6 +149,7 @@ impl WeftEngine {
                 cache_dir: settings.cache_dir.filter(|d| d.is_dir()),
                 stats: CacheStats::default(),
                 stop_ticker,
+                fuel: settings.fuel,
             }),
         })
     }
@@ -150,6 +157,11 @@ impl WeftEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Whether fuel metering is on (see [`EngineSettings::fuel`]).
+    pub fn fuel_enabled(&self) -> bool {
+        self.inner.fuel
     }
 
     /// Cache counters.

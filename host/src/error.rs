@@ -94,6 +94,8 @@ pub enum TrapKind {
     StackOverflow,
     /// The guest panicked or executed `unreachable`.
     Panic,
+    /// The call used up its fuel budget.
+    Fuel,
     /// Any other trap (out-of-bounds access, division by zero, ...) or ABI violation.
     Other,
 }
@@ -106,6 +108,7 @@ impl TrapKind {
             TrapKind::MemoryLimit => "memory_limit",
             TrapKind::StackOverflow => "stack_overflow",
             TrapKind::Panic => "panic",
+            TrapKind::Fuel => "fuel",
             TrapKind::Other => "other",
         }
     }

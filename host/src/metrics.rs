@@ -36,8 +36,8 @@ pub struct PluginMetrics {
     pub guest_errors: AtomicU64,
     /// Calls where the guest returned malformed output.
     pub malformed_outputs: AtomicU64,
-    /// Traps by kind: deadline, memory_limit, stack_overflow, panic, other.
-    pub traps: [AtomicU64; 5],
+    /// Traps by kind: deadline, memory_limit, stack_overflow, panic, fuel, other.
+    pub traps: [AtomicU64; 6],
     /// Items (spans or log records) handed to the guest.
     pub items_in: AtomicU64,
     /// Items the guest returned.
@@ -91,7 +91,8 @@ impl PluginMetrics {
             MemoryLimit => 1,
             StackOverflow => 2,
             Panic => 3,
-            Other => 4,
+            Fuel => 4,
+            Other => 5,
         }]
     }
 
@@ -194,7 +195,7 @@ impl MetricsRegistry {
         );
         for p in plugins.iter() {
             use crate::TrapKind::*;
-            for kind in [Deadline, MemoryLimit, StackOverflow, Panic, Other] {
+            for kind in [Deadline, MemoryLimit, StackOverflow, Panic, Fuel, Other] {
                 let _ = writeln!(
                     out,
                     "weft_plugin_traps_total{{plugin=\"{}\",kind=\"{}\"}} {}",

@@ -81,6 +81,9 @@ pub struct PluginSettings {
     pub capabilities: Capabilities,
     /// Instance reuse (default: a pool of 2 × available cores).
     pub reuse: InstanceReuse,
+    /// Fuel (roughly, wasm instructions) per call, if set; needs an engine with
+    /// [`EngineSettings::fuel`](crate::EngineSettings::fuel). Default none: the deadline bounds CPU.
+    pub fuel: Option<u64>,
 }
 
 impl PluginSettings {
@@ -99,6 +102,7 @@ impl PluginSettings {
             reuse: InstanceReuse::Pool {
                 max_idle: 2 * cores,
             },
+            fuel: None,
         }
     }
 }
@@ -209,6 +213,14 @@ impl PluginHost {
                     names::LOGS
                 ),
                 found: exports.join(", "),
+            });
+        }
+        if settings.fuel.is_some() && !self.engine.fuel_enabled() {
+            return Err(LoadError::Settings {
+                plugin: settings.name.clone(),
+                message:
+                    "a fuel budget needs an engine with fuel metering on (EngineSettings::fuel)"
+                        .into(),
             });
         }
         if !settings.config.is_object() {
@@ -741,7 +753,16 @@ impl PluginInner {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
+        self.refuel(&mut store);
         store
+    }
+
+    /// Gives the store this plugin's per-call fuel budget (no-op without one).
+    fn refuel(&self, store: &mut Store<HostState>) {
+        if let Some(fuel) = self.settings.fuel {
+            // Only fails when the engine does not meter fuel, which `load` has ruled out.
+            let _ = store.set_fuel(fuel);
+        }
     }
 
     /// A new instance with `init` done.
@@ -805,6 +826,7 @@ impl PluginInner {
             None => self.instantiate()?,
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
+        self.refuel(&mut warm.store);
         let memory_before = warm.store.data().limiter.memory_bytes;
 
         let start = Instant::now();
@@ -881,6 +903,7 @@ fn classify_trap(plugin: &str, store: &Store<HostState>, err: wasmtime::Error) -
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => TrapKind::Deadline,
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,
+        Some(Trap::OutOfFuel) => TrapKind::Fuel,
         // A Rust guest whose allocation failed aborts with `unreachable`; the limiter saw why.
         _ if store.data().limiter.hit_limit.load(Ordering::Relaxed) => TrapKind::MemoryLimit,
         Some(Trap::UnreachableCodeReached) => TrapKind::Panic,

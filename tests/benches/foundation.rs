@@ -62,6 +62,7 @@ fn pb_request() -> ExportTraceServiceRequest {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue(v)),
                     }),
+                    key_strindex: 0,
                 })
                 .collect(),
             ..Default::default()
@@ -75,6 +76,7 @@ fn pb_request() -> ExportTraceServiceRequest {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue("checkout".into())),
                     }),
+                    key_strindex: 0,
                 }],
                 ..Default::default()
             }),

@@ -102,6 +102,48 @@ fn unbounded_recursion_traps_as_stack_overflow() {
 }
 
 #[test]
+fn a_fuel_budget_stops_a_loop_before_the_deadline() {
+    let engine = weft_host::WeftEngine::new(weft_host::EngineSettings {
+        cache_dir: None,
+        fuel: true,
+        ..Default::default()
+    })
+    .expect("engine");
+    let host = PluginHost::new(engine, weft_host::MetricsRegistry::default()).expect("host");
+    let mut settings = PluginSettings::new("fault");
+    settings.config = serde_json::json!({"fault": "loop", "times": 1});
+    settings.deadline = Duration::from_secs(30);
+    settings.fuel = Some(5_000_000);
+    let plugin = host
+        .load_file(guests::FAULT.as_ref(), settings)
+        .expect("load");
+    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    assert_eq!(report.failed_batches, 1, "the loop ran out of fuel once");
+    assert_eq!(out, traces(), "fail-open passed everything on");
+    assert_eq!(
+        plugin
+            .metrics()
+            .trap_counter(TrapKind::Fuel)
+            .load(Ordering::Relaxed),
+        1
+    );
+
+    // Without fuel metering on the engine, a fuel budget is refused at load.
+    let mut settings = PluginSettings::new("fault");
+    settings.fuel = Some(1);
+    let err = host_with_cache(None)
+        .expect("host")
+        .load_file(guests::FAULT.as_ref(), settings)
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("needs an engine with fuel metering on"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_guest_error_is_not_a_trap_and_keeps_the_instance() {
     let host = host();
     let plugin = load(

@@ -53,7 +53,8 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
                         .into_iter()
                         .map(|(key, v)| KeyValue {
                             key,
-                            value: Some(v)
+                            value: Some(v),
+                            key_strindex: 0
                         })
                         .collect(),
                 })),
@@ -68,6 +69,7 @@ fn attrs() -> impl Strategy<Value = Vec<KeyValue>> {
             .map(|(key, v)| KeyValue {
                 key,
                 value: Some(v),
+                key_strindex: 0,
             })
             .collect()
     })
@@ -178,6 +180,7 @@ fn resource(index: usize) -> impl Strategy<Value = Option<Resource>> {
             value: Some(AnyValue {
                 value: Some(any_value::Value::IntValue(index as i64)),
             }),
+            key_strindex: 0,
         });
         Some(Resource {
             attributes,
