@@ -3,6 +3,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "weft:plugin/otlp-processor",
+    additional_derives: [PartialEq],
 });
 
 pub use exports::weft::plugin::{lifecycle, logs, spans};
