@@ -171,8 +171,12 @@ impl WeftEngine {
 
     /// Where the cached artifact for `bytes` lives (whether or not it exists yet).
     pub fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+        self.cache_path_for_digest(&digest(bytes))
+    }
+
+    fn cache_path_for_digest(&self, digest: &str) -> Option<PathBuf> {
         let dir = self.inner.cache_dir.as_ref()?;
-        Some(dir.join(format!("{}.cwasm", self.cache_key(&digest(bytes)))))
+        Some(dir.join(format!("{}.cwasm", self.cache_key(digest))))
     }
 
     /// Cache key: content hash + a hash of everything that makes compiled code incompatible
@@ -191,8 +195,9 @@ impl WeftEngine {
     /// `what` names the bytes in errors (usually the file path).
     pub fn load_component(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
         check_is_component(what, bytes)?;
+        // Hash once: for a 1 MiB component the hash costs more than deserializing.
         let digest = digest(bytes);
-        let path = self.cache_path(bytes);
+        let path = self.cache_path_for_digest(&digest);
         if let Some(path) = &path
             && path.is_file()
         {

@@ -10,6 +10,8 @@
 //!   mapping; [`MetricsRegistry`] holds the self-metrics in Prometheus form.
 
 pub mod bindings;
+pub mod builtin;
+pub mod collector;
 pub mod convert;
 pub mod engine;
 pub mod error;

@@ -342,3 +342,46 @@ fn inspect_prints_world_and_cache_state() {
     assert!(text.contains("cached:    no"), "{text}");
     assert!(text.contains("weft:plugin/config@0.1.0"), "{text}");
 }
+
+#[test]
+fn guest_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
+    let g = guest("fault");
+    let out = weft(&[
+        "test",
+        g.to_str().expect("utf-8"),
+        "--input",
+        "tests/fixtures/traces-two-scopes.json",
+        "--config",
+        r#"{"fault":"print"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("fault: hello from"))
+        .collect();
+    // Two batches (two scopes), one stdout and one stderr line each.
+    assert_eq!(lines.len(), 4, "{log}");
+    for line in &lines {
+        assert!(
+            line.contains("plugin=\"guest_fault\""),
+            "tagged with the plugin: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stream=\"stderr\"") && l.contains("WARN")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stream=\"stdout\"") && l.contains("INFO")),
+        "{log}"
+    );
+    assert!(
+        !stdout(&out).contains("hello from"),
+        "guest output never reaches weft's stdout"
+    );
+}

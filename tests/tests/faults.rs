@@ -317,3 +317,42 @@ fn the_host_serves_other_plugins_while_one_loops() {
         "both batches hit the deadline and were passed on"
     );
 }
+
+/// The attribute `key` of the first span, as a debug string.
+fn first_span_attr(out: &ExportTraceServiceRequest, key: &str) -> String {
+    out.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| format!("{:?}", kv.value))
+        .unwrap_or_else(|| panic!("{key} not set"))
+}
+
+#[test]
+fn wasi_grants_no_environment_and_no_filesystem_by_default() {
+    // SAFETY (of the test): HOME is set for the test process; the guest must not see it.
+    assert!(std::env::var("HOME").is_ok(), "the host has HOME");
+    let host = host();
+    let plugin = load(
+        &host,
+        serde_json::json!({"fault": "probe"}),
+        FailPolicy::Closed,
+    );
+    let (out, _) = plugin.process_traces(traces()).expect("valid OTLP");
+    assert!(first_span_attr(&out, "probe.env").contains("<unset>"));
+    assert!(first_span_attr(&out, "probe.env_count").contains("IntValue(0)"));
+    let fs = first_span_attr(&out, "probe.fs");
+    assert!(!fs.contains("\"ok\""), "no directory is preopened: {fs}");
+
+    // Granting one variable passes exactly that one, with the host's value.
+    let mut settings = PluginSettings::new("probe-env");
+    settings.config = serde_json::json!({"fault": "probe"});
+    settings.capabilities.env = vec!["HOME".into()];
+    let granted = host
+        .load_file(guests::FAULT.as_ref(), settings)
+        .expect("load");
+    let (out, _) = granted.process_traces(traces()).expect("valid OTLP");
+    let home = std::env::var("HOME").expect("HOME");
+    assert!(first_span_attr(&out, "probe.env").contains(&home));
+    assert!(first_span_attr(&out, "probe.env_count").contains("IntValue(1)"));
+}

@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's commands.
 //!
+//! - `cargo xtask run [args]`: add the wasm targets if missing, then `weft run [args]` (no args:
+//!   the built-in default pipeline).
 //! - `cargo xtask build-guests`: add the wasm targets if missing, build every plugin to
 //!   `target/guests/<name>.wasm`.
 //! - `cargo xtask demo`: build the plugins and run each over its fixture with `weft test`.
-//! - `cargo xtask test`: `cargo fmt --check`, clippy with `-D warnings`, and all tests.
+//! - `cargo xtask test`: `cargo fmt --check`, clippy with `-D warnings`, the Python venv of the
+//!   OpenTelemetry SDK (tests/peers/setup-python.sh), and all tests.
 //! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md).
 
 use std::path::{Path, PathBuf};
@@ -138,6 +141,10 @@ fn test() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The real-client tests drive `weft run` with the OpenTelemetry Python SDK from this venv.
+    run(Command::new("bash")
+        .current_dir(&ws)
+        .arg("tests/peers/setup-python.sh"))?;
     run(Command::new(cargo())
         .current_dir(&ws)
         .args(["test", "--workspace"]))?;
@@ -242,12 +249,30 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("build-guests") => build_guests().map(|_| ()),
+        Some("run") => {
+            ensure_targets()?;
+            let mut cmd = Command::new(cargo());
+            cmd.current_dir(workspace()).args([
+                "run",
+                "--quiet",
+                "-p",
+                "weft-host",
+                "--bin",
+                "weft",
+                "--",
+                "run",
+            ]);
+            cmd.args(&args[1..]);
+            run(&mut cmd)
+        }
         Some("demo") => demo(),
         Some("test") => test(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("bench-table") => print_criterion_table(&workspace().join("target").join("criterion")),
         _ => {
-            eprintln!("usage: cargo xtask <build-guests | demo | test | bench [filter]>");
+            eprintln!(
+                "usage: cargo xtask <run [config] | build-guests | demo | test | bench [filter]>"
+            );
             std::process::exit(2)
         }
     }

@@ -15,6 +15,12 @@
 //! | `bad-config` | rejects its configuration in `init`                       | load fails       |
 //! | `bad-tree`   | returns a nested value whose child index points backwards | malformed output |
 //! | `drop-all`   | returns no items                                          | success, 0 out   |
+//! | `print`      | writes a line to stdout and one to stderr, passes through | success          |
+//! | `probe`      | adds attributes saying what WASI let it see (see below)   | success          |
+//!
+//! `probe` sets, on every span and log record: `probe.env` (the value of `$HOME`, or `<unset>`),
+//! `probe.env_count` (how many environment variables it sees) and `probe.fs` (the result of
+//! listing `/`: `ok` or the error), so tests can show what a plugin is, and is not, granted.
 //!
 //! Every call also counts itself in the guest metric `fault_calls` and logs one line.
 
@@ -30,7 +36,7 @@ pub struct Fault {
 }
 
 const FAULTS: &[&str] = &[
-    "none", "panic", "loop", "oom", "stack", "error", "bad-tree", "drop-all",
+    "none", "panic", "loop", "oom", "stack", "error", "bad-tree", "drop-all", "print", "probe",
 ];
 
 impl Plugin for Fault {
@@ -113,7 +119,12 @@ impl Fault {
                 Ok(true)
             }
             "error" => Err(Error::Other("fault: returning an error on purpose".into())),
-            "bad-tree" | "drop-all" => Ok(false),
+            "print" => {
+                println!("fault: hello from stdout");
+                eprintln!("fault: hello from stderr");
+                Ok(true)
+            }
+            "bad-tree" | "drop-all" | "probe" => Ok(false),
             _ => Ok(true),
         }
     }
@@ -130,6 +141,30 @@ fn recurse(n: u64) -> u64 {
     recurse(next).wrapping_sub(n)
 }
 
+/// What WASI shows this guest: `(probe.env, probe.env_count, probe.fs)`.
+fn probe() -> Vec<weft_guest::KeyValue> {
+    let env = std::env::var("HOME").unwrap_or_else(|_| "<unset>".into());
+    let count = std::env::vars().count() as i64;
+    let fs = match std::fs::read_dir("/") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    vec![
+        weft_guest::KeyValue {
+            key: "probe.env".into(),
+            value: Value::Str(env),
+        },
+        weft_guest::KeyValue {
+            key: "probe.env_count".into(),
+            value: Value::Int(count),
+        },
+        weft_guest::KeyValue {
+            key: "probe.fs".into(),
+            value: Value::Str(fs),
+        },
+    ]
+}
+
 /// A nested value whose child index points back at its parent: the host must reject it.
 fn bad_tree() -> Value {
     Value::Nested(ValueTree {
@@ -144,6 +179,11 @@ impl SpanProcessor for Fault {
         }
         match self.kind.as_str() {
             "drop-all" => batch.spans.clear(),
+            "probe" => {
+                for span in &mut batch.spans {
+                    span.attributes.extend(probe());
+                }
+            }
             _ => {
                 for span in &mut batch.spans {
                     span.attributes.push(weft_guest::KeyValue {
@@ -164,6 +204,11 @@ impl LogTransform for Fault {
         }
         match self.kind.as_str() {
             "drop-all" => batch.records.clear(),
+            "probe" => {
+                for record in &mut batch.records {
+                    record.attributes.extend(probe());
+                }
+            }
             _ => {
                 for record in &mut batch.records {
                     record.body = Some(bad_tree());

@@ -1,0 +1,622 @@
+//! `weft run` configuration, shaped like the OpenTelemetry Collector's: `receivers`,
+//! `processors`, `exporters` keyed by component id (`type` or `type/name`), and
+//! `service.pipelines.{traces,logs}` naming them. Errors name the offending key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::{Capabilities, FailPolicy};
+
+/// The pipeline weft runs with no configuration file: OTLP gRPC and HTTP on loopback →
+/// pii-mask → sampler → debug exporter on stdout, with the two plugins built into the binary.
+pub const DEFAULT_CONFIG: &str = r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+      http:
+        endpoint: 127.0.0.1:4318
+
+processors:
+  wasm/pii-mask:
+    component: builtin:pii-mask
+    fail_policy: closed
+  wasm/sampler:
+    component: builtin:sampler
+    config:
+      percentage: 100
+
+exporters:
+  debug:
+    verbosity: basic
+
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [wasm/pii-mask, wasm/sampler]
+      exporters: [debug]
+    logs:
+      receivers: [otlp]
+      processors: [wasm/pii-mask]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:8888
+"#;
+
+/// A configuration error: `key` is the dotted path of the offending key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// e.g. `processors.wasm/pii.deadline`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Receivers by id.
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    /// Processors by id.
+    pub processors: BTreeMap<String, ProcessorConfig>,
+    /// Exporters by id.
+    pub exporters: BTreeMap<String, ExporterConfig>,
+    /// Pipelines by signal.
+    pub pipelines: BTreeMap<Signal, PipelineConfig>,
+    /// Where self-metrics, /healthz and /readyz are served; `None` disables it.
+    pub metrics_address: Option<SocketAddr>,
+}
+
+/// A telemetry signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// `traces` or `logs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+/// One pipeline: its receivers, processors in order, and exporters (ids).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Receiver ids.
+    pub receivers: Vec<String>,
+    /// Processor ids, applied in order.
+    #[serde(default)]
+    pub processors: Vec<String>,
+    /// Exporter ids; every exporter gets every batch.
+    pub exporters: Vec<String>,
+}
+
+/// An OTLP receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverConfig {
+    /// gRPC listener, if enabled.
+    pub grpc: Option<GrpcServerConfig>,
+    /// HTTP listener, if enabled.
+    pub http: Option<HttpServerConfig>,
+}
+
+/// OTLP/gRPC listener settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcServerConfig {
+    /// Listen address (default 127.0.0.1:4317).
+    #[serde(default = "default_grpc")]
+    pub endpoint: SocketAddr,
+    /// Largest accepted message after decompression, in MiB (default 4, as the Collector).
+    #[serde(default = "default_max_mib")]
+    pub max_recv_msg_size_mib: usize,
+}
+
+/// OTLP/HTTP listener settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Listen address (default 127.0.0.1:4318).
+    #[serde(default = "default_http")]
+    pub endpoint: SocketAddr,
+    /// Largest accepted body after decompression, in MiB (default 4).
+    #[serde(default = "default_max_mib")]
+    pub max_request_body_size_mib: usize,
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4317))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4318))
+}
+fn default_max_mib() -> usize {
+    4
+}
+
+/// A processor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessorConfig {
+    /// A weft plugin component.
+    Wasm(WasmProcessorConfig),
+}
+
+/// Where a plugin component comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComponentSource {
+    /// A plugin built into the `weft` binary (`builtin:pii-mask`, `builtin:sampler`).
+    Builtin(String),
+    /// A component file; watched for changes.
+    File(PathBuf),
+}
+
+/// A Wasm processor: the component, its plugin configuration, limits and fail policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmProcessorConfig {
+    /// The component.
+    pub component: ComponentSource,
+    /// The plugin's own configuration (YAML, handed to the plugin as JSON).
+    pub config: serde_json::Value,
+    /// CPU deadline per call.
+    pub deadline: Duration,
+    /// Memory cap per instance, bytes.
+    pub memory_limit: usize,
+    /// Fuel per call, if any.
+    pub fuel: Option<u64>,
+    /// What happens to a batch the plugin fails on.
+    pub fail_policy: FailPolicy,
+    /// Granted capabilities.
+    pub capabilities: Capabilities,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWasm {
+    component: String,
+    #[serde(default)]
+    config: Option<serde_norway::Value>,
+    #[serde(default)]
+    deadline: Option<String>,
+    #[serde(default)]
+    memory_limit_mib: Option<usize>,
+    #[serde(default)]
+    fuel: Option<u64>,
+    #[serde(default)]
+    fail_policy: FailPolicy,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+/// An exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExporterConfig {
+    /// Writes what it gets to stdout.
+    Debug {
+        /// `basic`: one line per batch; `detailed`: the OTLP/JSON too.
+        detailed: bool,
+    },
+    /// Appends OTLP/JSON lines (one request per line) to a file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Parses a duration as the Collector writes them: `200ms`, `5s`, `1m`, `1500us`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// The type part of a component id (`wasm` in `wasm/pii`).
+fn component_type(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(t, _)| t)
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(
+    key: &str,
+    v: serde_norway::Value,
+) -> Result<T, ConfigError> {
+    // An empty YAML mapping value (`debug:`) parses as null; treat it as `{}`.
+    let v = if v.is_null() {
+        serde_norway::Value::Mapping(Default::default())
+    } else {
+        v
+    };
+    serde_norway::from_value(v).map_err(|e| err(key, e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    receivers: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    processors: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    exporters: BTreeMap<String, serde_norway::Value>,
+    service: RawService,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    pipelines: BTreeMap<String, PipelineConfig>,
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// `host:port`, or `none` to disable.
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlpReceiver {
+    protocols: RawProtocols,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtocols {
+    #[serde(default)]
+    grpc: Option<serde_norway::Value>,
+    #[serde(default)]
+    http: Option<serde_norway::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    #[serde(default)]
+    verbosity: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: PathBuf,
+}
+
+impl Config {
+    /// Parses and validates YAML text. Relative component paths are taken relative to `base`.
+    pub fn parse(yaml: &str, base: &std::path::Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            serde_norway::from_str(yaml).map_err(|e| err("config", e.to_string()))?;
+
+        let mut receivers = BTreeMap::new();
+        for (id, v) in raw.receivers {
+            let key = format!("receivers.{id}");
+            match component_type(&id) {
+                "otlp" => {
+                    let r: RawOtlpReceiver = from_value(&key, v)?;
+                    let grpc = r
+                        .protocols
+                        .grpc
+                        .map(|g| from_value(&format!("{key}.protocols.grpc"), g))
+                        .transpose()?;
+                    let http = r
+                        .protocols
+                        .http
+                        .map(|h| from_value(&format!("{key}.protocols.http"), h))
+                        .transpose()?;
+                    if grpc.is_none() && http.is_none() {
+                        return Err(err(format!("{key}.protocols"), "enable grpc, http or both"));
+                    }
+                    receivers.insert(id, ReceiverConfig { grpc, http });
+                }
+                other => {
+                    return Err(err(
+                        key,
+                        format!("unknown receiver type `{other}` (weft has `otlp`)"),
+                    ));
+                }
+            }
+        }
+
+        let mut processors = BTreeMap::new();
+        for (id, v) in raw.processors {
+            let key = format!("processors.{id}");
+            match component_type(&id) {
+                "wasm" => {
+                    let r: RawWasm = from_value(&key, v)?;
+                    let component = match r.component.strip_prefix("builtin:") {
+                        Some(name) if crate::builtin::get(name).is_some() => {
+                            ComponentSource::Builtin(name.to_string())
+                        }
+                        Some(name) => {
+                            return Err(err(
+                                format!("{key}.component"),
+                                format!(
+                                    "no built-in plugin `{name}` (there are: {})",
+                                    crate::builtin::NAMES.join(", ")
+                                ),
+                            ));
+                        }
+                        None => ComponentSource::File(base.join(&r.component)),
+                    };
+                    let config = match r.config {
+                        None => serde_json::json!({}),
+                        Some(v) => serde_json::to_value(v)
+                            .map_err(|e| err(format!("{key}.config"), e.to_string()))?,
+                    };
+                    if !config.is_object() {
+                        return Err(err(format!("{key}.config"), "must be a mapping"));
+                    }
+                    let deadline = match r.deadline {
+                        None => Duration::from_millis(100),
+                        Some(d) => {
+                            parse_duration(&d).filter(|d| !d.is_zero()).ok_or_else(|| {
+                                err(
+                                    format!("{key}.deadline"),
+                                    format!("`{d}` is not a duration like 100ms"),
+                                )
+                            })?
+                        }
+                    };
+                    let memory_limit = r.memory_limit_mib.unwrap_or(64);
+                    if memory_limit == 0 || memory_limit > 1024 {
+                        return Err(err(
+                            format!("{key}.memory_limit_mib"),
+                            "must be between 1 and 1024",
+                        ));
+                    }
+                    processors.insert(
+                        id,
+                        ProcessorConfig::Wasm(WasmProcessorConfig {
+                            component,
+                            config,
+                            deadline,
+                            memory_limit: memory_limit << 20,
+                            fuel: r.fuel,
+                            fail_policy: r.fail_policy,
+                            capabilities: r.capabilities,
+                        }),
+                    );
+                }
+                other => {
+                    return Err(err(
+                        key,
+                        format!("unknown processor type `{other}` (weft has `wasm`)"),
+                    ));
+                }
+            }
+        }
+
+        let mut exporters = BTreeMap::new();
+        for (id, v) in raw.exporters {
+            let key = format!("exporters.{id}");
+            let e = match component_type(&id) {
+                "debug" => {
+                    let r: RawDebug = from_value(&key, v)?;
+                    let detailed = match r.verbosity.as_deref() {
+                        None | Some("basic") | Some("normal") => false,
+                        Some("detailed") => true,
+                        Some(o) => {
+                            return Err(err(
+                                format!("{key}.verbosity"),
+                                format!("`{o}`: use basic or detailed"),
+                            ));
+                        }
+                    };
+                    ExporterConfig::Debug { detailed }
+                }
+                "file" => {
+                    let r: RawFile = from_value(&key, v)?;
+                    ExporterConfig::File {
+                        path: base.join(r.path),
+                    }
+                }
+                other => {
+                    return Err(err(
+                        key,
+                        format!("unknown exporter type `{other}` (weft has `debug`, `file`)"),
+                    ));
+                }
+            };
+            exporters.insert(id, e);
+        }
+
+        let mut pipelines = BTreeMap::new();
+        for (name, p) in raw.service.pipelines {
+            let key = format!("service.pipelines.{name}");
+            let signal = match component_type(&name) {
+                "traces" => Signal::Traces,
+                "logs" => Signal::Logs,
+                other => {
+                    return Err(err(
+                        key,
+                        format!("unknown signal `{other}` (weft has traces and logs)"),
+                    ));
+                }
+            };
+            if pipelines.contains_key(&signal) {
+                return Err(err(
+                    key,
+                    format!(
+                        "a second {} pipeline; weft runs one per signal",
+                        signal.as_str()
+                    ),
+                ));
+            }
+            if p.receivers.is_empty() {
+                return Err(err(
+                    format!("{key}.receivers"),
+                    "name at least one receiver",
+                ));
+            }
+            if p.exporters.is_empty() {
+                return Err(err(
+                    format!("{key}.exporters"),
+                    "name at least one exporter",
+                ));
+            }
+            for r in &p.receivers {
+                if !receivers.contains_key(r) {
+                    return Err(err(
+                        format!("{key}.receivers"),
+                        format!("`{r}` is not defined under receivers"),
+                    ));
+                }
+            }
+            for pr in &p.processors {
+                if !processors.contains_key(pr) {
+                    return Err(err(
+                        format!("{key}.processors"),
+                        format!("`{pr}` is not defined under processors"),
+                    ));
+                }
+            }
+            for e in &p.exporters {
+                if !exporters.contains_key(e) {
+                    return Err(err(
+                        format!("{key}.exporters"),
+                        format!("`{e}` is not defined under exporters"),
+                    ));
+                }
+            }
+            pipelines.insert(signal, p);
+        }
+        if pipelines.is_empty() {
+            return Err(err("service.pipelines", "define a traces or logs pipeline"));
+        }
+
+        let metrics_address = match raw.service.telemetry.and_then(|t| t.metrics) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            Some(m) if m.address == "none" => None,
+            Some(m) => Some(m.address.parse().map_err(|_| {
+                err(
+                    "service.telemetry.metrics.address",
+                    format!("`{}` is not host:port (or none)", m.address),
+                )
+            })?),
+        };
+
+        Ok(Config {
+            receivers,
+            processors,
+            exporters,
+            pipelines,
+            metrics_address,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse(yaml, std::path::Path::new("/base"))
+    }
+
+    #[test]
+    fn the_default_configuration_is_valid() {
+        let c = parse(DEFAULT_CONFIG).expect("default config");
+        assert_eq!(
+            c.pipelines[&Signal::Traces].processors,
+            vec!["wasm/pii-mask", "wasm/sampler"]
+        );
+        assert_eq!(
+            c.metrics_address,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8888)))
+        );
+        let ReceiverConfig { grpc, http } = &c.receivers["otlp"];
+        assert_eq!(grpc.as_ref().map(|g| g.endpoint), Some(default_grpc()));
+        assert_eq!(http.as_ref().map(|h| h.endpoint), Some(default_http()));
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let base = DEFAULT_CONFIG;
+        let cases = [
+            (
+                base.replace("percentage: 100", "percentage: 100\n    deadline: soon"),
+                "processors.wasm/sampler.deadline",
+            ),
+            (
+                base.replace("builtin:sampler", "builtin:nope"),
+                "processors.wasm/sampler.component",
+            ),
+            (
+                base.replace("verbosity: basic", "verbosity: loud"),
+                "exporters.debug.verbosity",
+            ),
+            (
+                base.replace("processors: [wasm/pii-mask]", "processors: [wasm/typo]"),
+                "service.pipelines.logs.processors",
+            ),
+            (
+                base.replace("endpoint: 127.0.0.1:4318", "endpoint: not-an-address"),
+                "receivers.otlp.protocols.http",
+            ),
+            (
+                base.replace("fail_policy: closed", "fail_policy: sideways"),
+                "processors.wasm/pii-mask",
+            ),
+            (
+                base.replace("address: 127.0.0.1:8888", "address: eight"),
+                "service.telemetry.metrics.address",
+            ),
+            (base.replace("  debug:\n", "  kafka:\n"), "exporters.kafka"),
+        ];
+        for (yaml, key) in cases {
+            let e = parse(&yaml).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_like_the_collectors() {
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("ms"), None);
+    }
+}

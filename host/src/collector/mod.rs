@@ -1,0 +1,252 @@
+//! `weft run`: OTLP receivers → Wasm processors → exporters, configured like the
+//! OpenTelemetry Collector.
+
+pub mod config;
+pub mod exporter;
+pub mod grpc;
+pub mod http;
+pub mod pipeline;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use config::{ComponentSource, ProcessorConfig};
+pub use config::{Config, ConfigError, DEFAULT_CONFIG, Signal};
+pub use pipeline::{Payload, Pipeline, PipelineStats};
+
+use crate::plugin::{Plugin, PluginHost, PluginSettings};
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A processor's plugin could not be loaded.
+    #[error("processors.{id}: {source}")]
+    Plugin {
+        /// The processor id.
+        id: String,
+        /// Why.
+        source: crate::LoadError,
+    },
+    /// A listener could not bind.
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Loads every processor's plugin (what `weft validate` checks beyond the YAML).
+pub fn load_processors(
+    config: &Config,
+    host: &PluginHost,
+) -> Result<BTreeMap<String, Plugin>, StartError> {
+    let mut plugins = BTreeMap::new();
+    for (id, p) in &config.processors {
+        let ProcessorConfig::Wasm(w) = p;
+        let mut settings = PluginSettings::new(id);
+        settings.config = w.config.clone();
+        settings.deadline = w.deadline;
+        settings.memory_cap = w.memory_limit;
+        settings.fuel = w.fuel;
+        settings.fail_policy = w.fail_policy;
+        settings.capabilities = w.capabilities.clone();
+        let loaded = match &w.component {
+            ComponentSource::Builtin(name) => {
+                let bytes = crate::builtin::get(name).unwrap_or_default();
+                host.load(&format!("builtin:{name}"), bytes, settings)
+            }
+            ComponentSource::File(path) => host.load_file(path, settings),
+        };
+        let plugin = loaded.map_err(|source| StartError::Plugin {
+            id: id.clone(),
+            source,
+        })?;
+        plugins.insert(id.clone(), plugin);
+    }
+    Ok(plugins)
+}
+
+/// A running collector. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    /// Where each receiver listens: `(receiver id, "grpc" | "http", address)`.
+    pub listeners: Vec<(String, &'static str, SocketAddr)>,
+    /// Where self-metrics are served, if enabled.
+    pub metrics_address: Option<SocketAddr>,
+    /// The pipelines.
+    pub pipelines: Vec<Arc<Pipeline>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: tokio::task::JoinSet<()>,
+    exporters: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// The address of receiver `id`'s `protocol` listener.
+    pub fn address(&self, id: &str, protocol: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(i, p, _)| i == id && *p == protocol)
+            .map(|(_, _, a)| *a)
+    }
+
+    /// Stops accepting, lets requests in flight finish, then drains the exporter queues, within
+    /// `timeout`. Returns whether everything drained in time.
+    pub async fn shutdown(mut self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::timeout_at(deadline, self.servers.join_next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+        // Receivers are gone: dropping the pipelines closes the queues once nobody sends.
+        self.pipelines.clear();
+        let mut drained = true;
+        loop {
+            match tokio::time::timeout_at(deadline, self.exporters.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    drained = false;
+                    break;
+                }
+            }
+        }
+        drained
+    }
+}
+
+async fn bind(what: String, addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Starts receivers, pipelines, exporters and the telemetry server. Port 0 binds a free port;
+/// [`Running::listeners`] says which.
+pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartError> {
+    let plugins = load_processors(config, host)?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut exporters = tokio::task::JoinSet::new();
+    let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
+    for (signal, p) in &config.pipelines {
+        let stats = Arc::new(PipelineStats::default());
+        let mut queues = Vec::new();
+        for id in &p.exporters {
+            let (tx, rx) = tokio::sync::mpsc::channel(exporter::QUEUE_CAPACITY);
+            let cfg = config.exporters[id].clone();
+            exporters.spawn(exporter::run(id.clone(), cfg, rx, stats.clone()));
+            queues.push(pipeline::ExporterQueue { id: id.clone(), tx });
+        }
+        let processors = p
+            .processors
+            .iter()
+            .map(|id| (id.clone(), plugins[id].clone()))
+            .collect();
+        by_signal.insert(
+            *signal,
+            Arc::new(Pipeline {
+                signal: *signal,
+                processors,
+                exporters: queues,
+                stats,
+            }),
+        );
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut servers = tokio::task::JoinSet::new();
+    let mut listeners = Vec::new();
+    for (id, r) in &config.receivers {
+        let uses = |s: Signal| {
+            config
+                .pipelines
+                .get(&s)
+                .filter(|p| p.receivers.contains(id))
+                .and(by_signal.get(&s))
+                .cloned()
+        };
+        let (traces, logs) = (uses(Signal::Traces), uses(Signal::Logs));
+        if let Some(g) = &r.grpc {
+            let listener = bind(format!("receivers.{id}.protocols.grpc"), g.endpoint).await?;
+            let addr = listener.local_addr().unwrap_or(g.endpoint);
+            listeners.push((id.clone(), "grpc", addr));
+            let services = grpc::OtlpGrpc {
+                traces: traces.clone(),
+                logs: logs.clone(),
+            };
+            let mut rx = stop_rx.clone();
+            let max = g.max_recv_msg_size_mib << 20;
+            servers.spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.changed().await;
+                };
+                if let Err(e) = grpc::serve(services, listener, max, shutdown).await {
+                    tracing::error!(%addr, error = %e, "OTLP/gRPC receiver failed");
+                }
+            });
+        }
+        if let Some(h) = &r.http {
+            let listener = bind(format!("receivers.{id}.protocols.http"), h.endpoint).await?;
+            let addr = listener.local_addr().unwrap_or(h.endpoint);
+            listeners.push((id.clone(), "http", addr));
+            let handler = Arc::new(http::OtlpHttp {
+                traces,
+                logs,
+                max_body: h.max_request_body_size_mib << 20,
+            });
+            servers.spawn(http::serve(
+                listener,
+                move |req| {
+                    let h = handler.clone();
+                    async move { h.handle(req).await }
+                },
+                stop_rx.clone(),
+            ));
+        }
+    }
+    let pipelines: Vec<Arc<Pipeline>> = by_signal.into_values().collect();
+    let metrics_address = match config.metrics_address {
+        Some(addr) => {
+            let listener = bind("service.telemetry.metrics".into(), addr).await?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            let telemetry = Arc::new(http::Telemetry {
+                registry: host.metrics().clone(),
+                pipelines: pipelines.clone(),
+                ready: ready.clone(),
+            });
+            servers.spawn(http::serve(
+                listener,
+                move |req| {
+                    let t = telemetry.clone();
+                    async move { t.handle(req).await }
+                },
+                stop_rx.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (id, proto, addr) in &listeners {
+        tracing::info!(receiver = %id, protocol = proto, %addr, "listening");
+    }
+    Ok(Running {
+        listeners,
+        metrics_address,
+        pipelines,
+        stop,
+        servers,
+        exporters,
+    })
+}

@@ -1,0 +1,146 @@
+//! A pipeline: processors (plugins) in order, then every exporter's bounded queue.
+//!
+//! Threading contract: `consume` may be called from any number of receiver tasks at once. Plugin
+//! calls run on the calling tokio worker inside `block_in_place` (they are CPU-bound and bounded
+//! by their deadline); each call takes its own plugin instance, so there is no global lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::sync::mpsc;
+
+use super::config::Signal;
+use crate::error::ConvertError;
+use crate::plugin::Plugin;
+
+/// One request's worth of telemetry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Spans.
+    Traces(ExportTraceServiceRequest),
+    /// Log records.
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Payload {
+    /// Spans or log records in it.
+    pub fn items(&self) -> u64 {
+        match self {
+            Payload::Traces(t) => t
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum(),
+            Payload::Logs(l) => l
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len() as u64)
+                .sum(),
+        }
+    }
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// Malformed OTLP: the client must not retry (INVALID_ARGUMENT / 400).
+    #[error("malformed OTLP: {0}")]
+    Invalid(#[from] ConvertError),
+    /// An exporter queue is full: the client should retry later (RESOURCE_EXHAUSTED / 503).
+    #[error("exporter `{0}` queue is full")]
+    QueueFull(String),
+    /// The pipeline is shutting down (UNAVAILABLE / 503).
+    #[error("weft is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters of one pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Items received from clients.
+    pub received: AtomicU64,
+    /// Items refused (malformed, or queue full).
+    pub refused: AtomicU64,
+    /// Items handed to exporters (counted once per exporter).
+    pub queued: AtomicU64,
+    /// Items exporters wrote out.
+    pub exported: AtomicU64,
+    /// Items exporters failed to write.
+    pub failed: AtomicU64,
+}
+
+/// An exporter's queue.
+#[derive(Debug, Clone)]
+pub struct ExporterQueue {
+    /// The exporter's id.
+    pub id: String,
+    /// Requests waiting to be exported.
+    pub tx: mpsc::Sender<Payload>,
+}
+
+/// A pipeline for one signal.
+pub struct Pipeline {
+    /// Which signal.
+    pub signal: Signal,
+    /// Processors, applied in order: `(id, plugin)`.
+    pub processors: Vec<(String, Plugin)>,
+    /// Exporter queues.
+    pub exporters: Vec<ExporterQueue>,
+    /// Counters.
+    pub stats: Arc<PipelineStats>,
+}
+
+impl Pipeline {
+    /// Runs the processors over `payload` and queues the result for every exporter.
+    pub fn consume(&self, payload: Payload) -> Result<(), ConsumeError> {
+        let n = payload.items();
+        self.stats.received.fetch_add(n, Ordering::Relaxed);
+        let processed = tokio::task::block_in_place(|| self.process(payload));
+        let payload = match processed {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.refused.fetch_add(n, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let out = payload.items();
+        if out == 0 {
+            return Ok(());
+        }
+        // Refuse before queueing anywhere, so a full queue never half-delivers a request.
+        if let Some(full) = self.exporters.iter().find(|e| e.tx.capacity() == 0) {
+            self.stats.refused.fetch_add(n, Ordering::Relaxed);
+            return Err(ConsumeError::QueueFull(full.id.clone()));
+        }
+        for e in &self.exporters {
+            match e.tx.try_send(payload.clone()) {
+                Ok(()) => {
+                    self.stats.queued.fetch_add(out, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.stats.refused.fetch_add(out, Ordering::Relaxed);
+                    return Err(ConsumeError::QueueFull(e.id.clone()));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ConsumeError::ShuttingDown);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The processors in order; a plugin failure is handled by its fail policy inside.
+    fn process(&self, mut payload: Payload) -> Result<Payload, ConvertError> {
+        for (_, plugin) in &self.processors {
+            payload = match payload {
+                Payload::Traces(t) => Payload::Traces(plugin.process_traces(t)?.0),
+                Payload::Logs(l) => Payload::Logs(plugin.process_logs(l)?.0),
+            };
+        }
+        Ok(payload)
+    }
+}

@@ -1,0 +1,333 @@
+//! `weft run` in-process on loopback: OTLP over real gRPC (tonic client, gzip on and off) and
+//! real HTTP (protobuf, JSON, gzip) through pii-mask into a file exporter; malformed inputs are
+//! refused with the OTLP status codes and the server keeps serving; self-metrics count it all.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use weft_host::collector::{self, Config};
+use weft_tests::host_with_cache;
+
+/// A request of `n` spans; span `i` carries `test.id = "{tag}-{i}"` and a card number.
+fn request(tag: &str, n: usize) -> ExportTraceServiceRequest {
+    let s = |v: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        })
+    };
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![(i + 1) as u8; 16],
+            span_id: vec![(i + 1) as u8; 8],
+            name: "op".into(),
+            attributes: vec![
+                KeyValue {
+                    key: "test.id".into(),
+                    value: s(&format!("{tag}-{i}")),
+                    key_strindex: 0,
+                },
+                KeyValue {
+                    key: "card".into(),
+                    value: s("4111 1111 1111 1111"),
+                    key_strindex: 0,
+                },
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection; returns (status, body).
+fn http(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+    // The server may answer (413) and stop reading before the whole body is written.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body_at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |p| p + 4);
+    (status, resp[body_at..].to_vec())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn config(out: &std::path::Path) -> Config {
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0", max_request_body_size_mib: 1 }}
+processors:
+  wasm/pii:
+    component: builtin:pii-mask
+    fail_policy: closed
+exporters:
+  file: {{ path: "{}" }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [wasm/pii], exporters: [file] }}
+  telemetry:
+    metrics: {{ address: "127.0.0.1:0" }}
+"#,
+        out.display()
+    );
+    Config::parse(&yaml, std::path::Path::new(".")).expect("config")
+}
+
+/// All `test.id`s in the file exporter's output, and the whole text.
+fn read_output(path: &std::path::Path) -> (Vec<String>, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut ids = Vec::new();
+    for line in text.lines() {
+        let req: ExportTraceServiceRequest =
+            serde_json::from_str(line).expect("each line is OTLP/JSON");
+        for span in req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            for kv in &span.attributes {
+                if kv.key == "test.id"
+                    && let Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v)),
+                    }) = &kv.value
+                {
+                    ids.push(v.clone());
+                }
+            }
+        }
+    }
+    (ids, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_arrives_once_over_grpc_and_http_with_pii_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config(&out), &host).await.expect("start");
+    let grpc = running.address("otlp", "grpc").expect("grpc listener");
+    let http_addr = running.address("otlp", "http").expect("http listener");
+
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    client
+        .export(request("grpc-plain", 5))
+        .await
+        .expect("plain gRPC");
+    let mut gz = client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    gz.export(request("grpc-gzip", 5)).await.expect("gzip gRPC");
+
+    let sent = tokio::task::spawn_blocking(move || {
+        let pb = request("http-pb", 5).encode_to_vec();
+        assert_eq!(
+            http(
+                http_addr,
+                "/v1/traces",
+                &[("Content-Type", "application/x-protobuf")],
+                &pb
+            )
+            .0,
+            200
+        );
+        let gz = gzip(&request("http-gz", 5).encode_to_vec());
+        let h = [
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ];
+        assert_eq!(http(http_addr, "/v1/traces", &h, &gz).0, 200);
+        let json = serde_json::to_vec(&request("http-json", 5)).expect("json");
+        let (status, body) = http(
+            http_addr,
+            "/v1/traces",
+            &[("Content-Type", "application/json")],
+            &json,
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        25
+    })
+    .await
+    .expect("http client");
+
+    let metrics_addr = running.metrics_address.expect("metrics on");
+    assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
+    let (mut ids, text) = read_output(&out);
+    assert_eq!(ids.len(), sent, "every span arrived");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "no span arrived twice");
+    assert!(!text.contains("4111 1111 1111 1111"), "the card was masked");
+    assert!(text.contains("4111 **** **** 1111"));
+    // The server is gone after shutdown.
+    assert!(TcpStream::connect(metrics_addr).is_err() || get(metrics_addr, "/healthz").0 != 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_inputs_are_refused_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config(&out), &host).await.expect("start");
+    let grpc = running.address("otlp", "grpc").expect("grpc");
+    let addr = running.address("otlp", "http").expect("http");
+    let metrics = running.metrics_address.expect("metrics");
+
+    // gRPC: a span id of the wrong length is INVALID_ARGUMENT, not a crash.
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let mut bad = request("bad", 1);
+    bad.resource_spans[0].scope_spans[0].spans[0].span_id = vec![1, 2, 3];
+    let err = client.export(bad).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .contains("span.span_id must be 8 bytes, got 3"),
+        "{err}"
+    );
+
+    let checks = tokio::task::spawn_blocking(move || {
+        let pb = [("Content-Type", "application/x-protobuf")];
+        let good = request("ok", 2).encode_to_vec();
+        let mut seen = Vec::new();
+        // (what was tried, status) — each followed by a good request that must still pass.
+        let truncated = &good[..good.len() - 3];
+        seen.push((
+            "truncated protobuf",
+            http(addr, "/v1/traces", &pb, truncated).0,
+        ));
+        seen.push((
+            "wrong content type",
+            http(
+                addr,
+                "/v1/traces",
+                &[("Content-Type", "text/plain")],
+                b"hello",
+            )
+            .0,
+        ));
+        seen.push((
+            "bad JSON",
+            http(
+                addr,
+                "/v1/traces",
+                &[("Content-Type", "application/json")],
+                b"{\"resourceSpans\": [",
+            )
+            .0,
+        ));
+        seen.push((
+            "oversized body",
+            http(addr, "/v1/traces", &pb, &vec![0u8; 2 << 20]).0,
+        ));
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        let gz = [
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ];
+        seen.push((
+            "gzip bomb (64 MiB of zeros)",
+            http(addr, "/v1/traces", &gz, &bomb).0,
+        ));
+        seen.push(("not gzip", http(addr, "/v1/traces", &gz, b"plain bytes").0));
+        seen.push(("unknown path", http(addr, "/v1/metrics", &pb, &good).0));
+        for (what, _) in &seen {
+            assert_eq!(
+                http(addr, "/v1/traces", &pb, &good).0,
+                200,
+                "a good request after: {what}"
+            );
+        }
+        seen
+    })
+    .await
+    .expect("client");
+    let expected = [
+        ("truncated protobuf", 400),
+        ("wrong content type", 415),
+        ("bad JSON", 400),
+        ("oversized body", 413),
+        ("gzip bomb (64 MiB of zeros)", 413),
+        ("not gzip", 400),
+        ("unknown path", 404),
+    ];
+    assert_eq!(checks, expected);
+
+    let (status, text) = tokio::task::spawn_blocking(move || get(metrics, "/metrics"))
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+    // 7 good requests of 2 spans; refused: the gRPC span (1) + truncated/bad JSON decode nothing.
+    assert!(
+        text.contains("weft_pipeline_received_items_total{pipeline=\"traces\"} 15"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_pipeline_refused_items_total{pipeline=\"traces\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_plugin_calls_total{plugin=\"wasm/pii\"}"),
+        "{text}"
+    );
+    let (h, _) = tokio::task::spawn_blocking(move || get(metrics, "/healthz"))
+        .await
+        .expect("get");
+    assert_eq!(h, 200);
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+    let (ids, _) = read_output(&out);
+    assert_eq!(ids.len(), 14, "the 7 good requests, 2 spans each");
+}
