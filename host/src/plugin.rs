@@ -5,6 +5,7 @@
 //! that trapped is dropped, never returned to the pool.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -461,9 +462,12 @@ impl Plugin {
         &self,
         req: ExportTraceServiceRequest,
     ) -> Result<(ExportTraceServiceRequest, BatchReport), ConvertError> {
-        self.traces_inner(req, false).map_err(|e| match e {
+        self.traces_inner(req, |e, n| {
+            Ok::<_, Infallible>(self.inner.on_failure(&e, n))
+        })
+        .map_err(|e| match e {
             ProcessError::Convert(c) => c,
-            ProcessError::Call(_) => unreachable_call(),
+            ProcessError::Call(never) => match never {},
         })
     }
 
@@ -473,14 +477,15 @@ impl Plugin {
         &self,
         req: ExportTraceServiceRequest,
     ) -> Result<(ExportTraceServiceRequest, BatchReport), ProcessError> {
-        self.traces_inner(req, true)
+        self.traces_inner(req, |e, _| Err(e))
     }
 
-    fn traces_inner(
+    /// `on_failure` decides what a failed batch becomes: a fail policy, or an error that stops.
+    fn traces_inner<E>(
         &self,
         req: ExportTraceServiceRequest,
-        strict: bool,
-    ) -> Result<(ExportTraceServiceRequest, BatchReport), ProcessError> {
+        mut on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
+    ) -> Result<(ExportTraceServiceRequest, BatchReport), ProcessError<E>> {
         // Convert everything first: a malformed request is rejected whole, nothing half-processed.
         let mut inputs = Vec::new();
         for rs in &req.resource_spans {
@@ -525,10 +530,9 @@ impl Plugin {
             });
             let (res, res_url, scope_spans) = match converted {
                 Ok(v) => v,
-                Err(e) if strict => return Err(ProcessError::Call(e)),
                 Err(e) => {
                     report.failed_batches += 1;
-                    match self.inner.on_failure(&e, n) {
+                    match on_failure(e, n).map_err(ProcessError::Call)? {
                         FailPolicy::Open => (resource, schema_url, original),
                         FailPolicy::Closed => {
                             report.failed_items_dropped += n;
@@ -562,9 +566,12 @@ impl Plugin {
         &self,
         req: ExportLogsServiceRequest,
     ) -> Result<(ExportLogsServiceRequest, BatchReport), ConvertError> {
-        self.logs_inner(req, false).map_err(|e| match e {
+        self.logs_inner(req, |e, n| {
+            Ok::<_, Infallible>(self.inner.on_failure(&e, n))
+        })
+        .map_err(|e| match e {
             ProcessError::Convert(c) => c,
-            ProcessError::Call(_) => unreachable_call(),
+            ProcessError::Call(never) => match never {},
         })
     }
 
@@ -574,14 +581,14 @@ impl Plugin {
         &self,
         req: ExportLogsServiceRequest,
     ) -> Result<(ExportLogsServiceRequest, BatchReport), ProcessError> {
-        self.logs_inner(req, true)
+        self.logs_inner(req, |e, _| Err(e))
     }
 
-    fn logs_inner(
+    fn logs_inner<E>(
         &self,
         req: ExportLogsServiceRequest,
-        strict: bool,
-    ) -> Result<(ExportLogsServiceRequest, BatchReport), ProcessError> {
+        mut on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
+    ) -> Result<(ExportLogsServiceRequest, BatchReport), ProcessError<E>> {
         let mut inputs = Vec::new();
         for rl in &req.resource_logs {
             let resource = convert::resource_from_pb(rl.resource.as_ref(), &rl.schema_url);
@@ -625,10 +632,9 @@ impl Plugin {
             });
             let (res, res_url, scope_logs) = match converted {
                 Ok(v) => v,
-                Err(e) if strict => return Err(ProcessError::Call(e)),
                 Err(e) => {
                     report.failed_batches += 1;
-                    match self.inner.on_failure(&e, n) {
+                    match on_failure(e, n).map_err(ProcessError::Call)? {
                         FailPolicy::Open => (resource, schema_url, original),
                         FailPolicy::Closed => {
                             report.failed_items_dropped += n;
@@ -655,21 +661,16 @@ impl Plugin {
 
 type PbResource = opentelemetry_proto::tonic::resource::v1::Resource;
 
-/// Why processing a request stopped (only strict processing stops on a plugin failure).
+/// Why processing a request stopped: malformed OTLP, or (only in strict processing, where `E`
+/// is [`CallError`]) a plugin failure.
 #[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
+pub enum ProcessError<E = CallError> {
     /// The request is malformed OTLP.
     #[error("malformed OTLP: {0}")]
     Convert(#[from] ConvertError),
     /// The plugin failed.
     #[error(transparent)]
-    Call(#[from] CallError),
-}
-
-/// Non-strict processing handles every plugin failure with the fail policy, so it never
-/// returns `ProcessError::Call`; this keeps that promise visible to the reader.
-fn unreachable_call() -> ConvertError {
-    ConvertError::MalformedTree("internal: fail policy did not handle a plugin failure".into())
+    Call(E),
 }
 
 fn batch_spans_to_pb(

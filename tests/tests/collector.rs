@@ -331,3 +331,213 @@ async fn malformed_inputs_are_refused_and_the_server_keeps_serving() {
     let (ids, _) = read_output(&out);
     assert_eq!(ids.len(), 14, "the 7 good requests, 2 spans each");
 }
+
+/// A real OTLP/gRPC sink on loopback that records every `test.id` it receives.
+#[derive(Clone, Default)]
+struct Sink {
+    ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut ids = self.ids.lock().expect("lock");
+        for span in request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            for kv in &span.attributes {
+                if kv.key == "test.id"
+                    && let Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v)),
+                    }) = &kv.value
+                {
+                    ids.push(v.clone());
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_outage_is_retried_until_the_sink_is_back_and_nothing_is_lost() {
+    // Reserve a port for the sink, and leave it closed: the sink is "down".
+    let sink_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{sink_port}"
+    timeout: 1s
+    batch: {{ send_batch_size: 10, timeout: 50ms }}
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 400ms, max_elapsed_time: 30s }}
+    sending_queue: {{ queue_size: 100 }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+  telemetry:
+    metrics: {{ address: "127.0.0.1:0" }}
+"#
+    );
+    let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config, &host).await.expect("start");
+    let grpc = running.address("otlp", "grpc").expect("grpc");
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    for i in 0..8 {
+        client
+            .export(request(&format!("outage{i}"), 5))
+            .await
+            .expect("accepted while the sink is down");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = running.pipelines[0].stats.clone();
+    let retries_while_down = stats.retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        retries_while_down >= 2,
+        "the exporter kept retrying: {retries_while_down}"
+    );
+    assert_eq!(stats.exported.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // The sink comes back.
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port))
+        .await
+        .expect("sink port");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink.ids.lock().expect("lock").len() < 40 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
+    server.abort();
+    let mut ids = sink.ids.lock().expect("lock").clone();
+    assert_eq!(ids.len(), 40, "all 8 × 5 spans delivered");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "none twice");
+    assert_eq!(
+        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+        40
+    );
+    assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_pushes_back_on_clients_and_loses_nothing_it_accepted() {
+    let sink_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  otlp:
+    endpoint: "127.0.0.1:{sink_port}"
+    timeout: 500ms
+    batch: {{ send_batch_size: 1, timeout: 10ms }}
+    retry_on_failure: {{ initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 60s }}
+    sending_queue: {{ queue_size: 2 }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp] }}
+  telemetry:
+    metrics: {{ address: none }}
+"#
+    );
+    let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config, &host).await.expect("start");
+    let grpc = running.address("otlp", "grpc").expect("grpc");
+    let http_addr = running.address("otlp", "http").expect("http");
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+
+    // The sink is down: the exporter holds one batch in retry and the queue takes two more.
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..10 {
+        let tag = format!("bp{i}");
+        match client.export(request(&tag, 1)).await {
+            Ok(_) => accepted.push(tag),
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let refused = refused.expect("the queue filled up");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert!(refused.message().contains("queue is full"), "{refused}");
+    assert!((2..=4).contains(&accepted.len()), "accepted {accepted:?}");
+    // OTLP/HTTP says the same with 503 and Retry-After.
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        http(
+            http_addr,
+            "/v1/traces",
+            &[("Content-Type", "application/x-protobuf")],
+            &request("bp-http", 1).encode_to_vec(),
+        )
+    })
+    .await
+    .expect("http");
+    assert_eq!(status, 503);
+
+    // The sink comes back: everything that was accepted arrives.
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port))
+        .await
+        .expect("sink port");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    assert!(running.shutdown(Duration::from_secs(15)).await, "drained");
+    server.abort();
+    let mut got = sink.ids.lock().expect("lock").clone();
+    got.sort();
+    let mut want: Vec<String> = accepted.iter().map(|t| format!("{t}-0")).collect();
+    want.sort();
+    assert_eq!(got, want, "exactly the accepted requests were delivered");
+}

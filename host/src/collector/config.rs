@@ -223,6 +223,145 @@ pub enum ExporterConfig {
         /// The file.
         path: PathBuf,
     },
+    /// Sends OTLP/gRPC to another collector or back end.
+    Otlp(OtlpExporterConfig),
+}
+
+/// The OTLP/gRPC exporter: batching, retries with exponential backoff, gzip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpExporterConfig {
+    /// `http://host:port` (a bare `host:port` gets `http://`).
+    pub endpoint: String,
+    /// Gzip requests (default true, as the Collector).
+    pub gzip: bool,
+    /// Deadline of one export call (default 5 s).
+    pub timeout: Duration,
+    /// Items per export at most; queued requests are merged up to this (default 8192).
+    pub send_batch_size: u64,
+    /// How long a partial batch waits for more (default 200 ms).
+    pub batch_timeout: Duration,
+    /// First retry delay (default 1 s); doubles up to `max_interval`.
+    pub initial_interval: Duration,
+    /// Longest retry delay (default 30 s).
+    pub max_interval: Duration,
+    /// Give up on a batch after retrying this long (default 300 s).
+    pub max_elapsed: Duration,
+    /// Requests the queue holds before receivers answer "retry later" (default 1000).
+    pub queue_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlpExporter {
+    endpoint: String,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    batch: Option<RawBatch>,
+    #[serde(default)]
+    retry_on_failure: Option<RawRetry>,
+    #[serde(default)]
+    sending_queue: Option<RawQueue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default)]
+    send_batch_size: Option<u64>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    initial_interval: Option<String>,
+    #[serde(default)]
+    max_interval: Option<String>,
+    #[serde(default)]
+    max_elapsed_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(default)]
+    queue_size: Option<usize>,
+}
+
+/// A duration option: absent → `default`; present → parsed or an error naming `key`.
+fn duration_at(key: String, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(&s)
+            .ok_or_else(|| err(key, format!("`{s}` is not a duration like 200ms"))),
+    }
+}
+
+fn otlp_exporter(key: &str, r: RawOtlpExporter) -> Result<OtlpExporterConfig, ConfigError> {
+    let endpoint = if r.endpoint.contains("://") {
+        r.endpoint
+    } else {
+        format!("http://{}", r.endpoint)
+    };
+    let gzip = match r.compression.as_deref() {
+        None | Some("gzip") => true,
+        Some("none") => false,
+        Some(o) => {
+            return Err(err(
+                format!("{key}.compression"),
+                format!("`{o}`: use gzip or none"),
+            ));
+        }
+    };
+    let batch = r.batch.unwrap_or_default();
+    let retry = r.retry_on_failure.unwrap_or_default();
+    let send_batch_size = batch.send_batch_size.unwrap_or(8192);
+    if send_batch_size == 0 {
+        return Err(err(
+            format!("{key}.batch.send_batch_size"),
+            "must be at least 1",
+        ));
+    }
+    let queue_size = r.sending_queue.and_then(|q| q.queue_size).unwrap_or(1000);
+    if queue_size == 0 {
+        return Err(err(
+            format!("{key}.sending_queue.queue_size"),
+            "must be at least 1",
+        ));
+    }
+    let retry_key = |k: &str| format!("{key}.retry_on_failure.{k}");
+    Ok(OtlpExporterConfig {
+        endpoint,
+        gzip,
+        timeout: duration_at(format!("{key}.timeout"), r.timeout, Duration::from_secs(5))?,
+        send_batch_size,
+        batch_timeout: duration_at(
+            format!("{key}.batch.timeout"),
+            batch.timeout,
+            Duration::from_millis(200),
+        )?,
+        initial_interval: duration_at(
+            retry_key("initial_interval"),
+            retry.initial_interval,
+            Duration::from_secs(1),
+        )?,
+        max_interval: duration_at(
+            retry_key("max_interval"),
+            retry.max_interval,
+            Duration::from_secs(30),
+        )?,
+        max_elapsed: duration_at(
+            retry_key("max_elapsed_time"),
+            retry.max_elapsed_time,
+            Duration::from_secs(300),
+        )?,
+        queue_size,
+    })
 }
 
 /// Parses a duration as the Collector writes them: `200ms`, `5s`, `1m`, `1500us`.
@@ -452,10 +591,16 @@ impl Config {
                         path: base.join(r.path),
                     }
                 }
+                "otlp" | "otlp_grpc" => {
+                    let r: RawOtlpExporter = from_value(&key, v)?;
+                    ExporterConfig::Otlp(otlp_exporter(&key, r)?)
+                }
                 other => {
                     return Err(err(
                         key,
-                        format!("unknown exporter type `{other}` (weft has `debug`, `file`)"),
+                        format!(
+                            "unknown exporter type `{other}` (weft has `debug`, `file`, `otlp`)"
+                        ),
                     ));
                 }
             };

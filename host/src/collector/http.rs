@@ -272,7 +272,15 @@ pub async fn serve<H, F>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let handler = handler.clone();
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
@@ -337,7 +345,7 @@ impl Telemetry {
     fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = self.registry.render_prometheus();
-        let rows: [(&str, &str, StatFn); 5] = [
+        let rows: [(&str, &str, StatFn); 6] = [
             (
                 "weft_pipeline_received_items_total",
                 "Items received from clients.",
@@ -362,6 +370,11 @@ impl Telemetry {
                 "weft_pipeline_failed_items_total",
                 "Items exporters failed to write.",
                 |s| s.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "weft_pipeline_export_retries_total",
+                "Export attempts retried.",
+                |s| s.retries.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, get) in rows {

@@ -143,8 +143,8 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
         let stats = Arc::new(PipelineStats::default());
         let mut queues = Vec::new();
         for id in &p.exporters {
-            let (tx, rx) = tokio::sync::mpsc::channel(exporter::QUEUE_CAPACITY);
             let cfg = config.exporters[id].clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(exporter::queue_size(&cfg));
             exporters.spawn(exporter::run(id.clone(), cfg, rx, stats.clone()));
             queues.push(pipeline::ExporterQueue { id: id.clone(), tx });
         }

@@ -71,6 +71,8 @@ pub struct PipelineStats {
     pub exported: AtomicU64,
     /// Items exporters failed to write.
     pub failed: AtomicU64,
+    /// Export attempts retried after a retryable failure.
+    pub retries: AtomicU64,
 }
 
 /// An exporter's queue.
