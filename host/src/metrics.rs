@@ -52,6 +52,10 @@ pub struct PluginMetrics {
     pub failed_closed_items: AtomicU64,
     /// Instances created (initial, after traps, and for concurrency).
     pub instantiations: AtomicU64,
+    /// New versions swapped in by hot reload.
+    pub reloads: AtomicU64,
+    /// New versions that failed to load (the old one kept serving).
+    pub reload_failures: AtomicU64,
     /// Instances currently alive (pooled or in a call).
     pub live_instances: AtomicI64,
     /// Sum of the linear-memory sizes of live instances, in bytes.
@@ -172,6 +176,23 @@ impl MetricsRegistry {
             &|p| ld(&p.instantiations),
         );
 
+        let _ = writeln!(
+            out,
+            "# HELP weft_plugin_reloads_total Hot reloads by result.\n# TYPE weft_plugin_reloads_total counter"
+        );
+        for p in plugins.iter() {
+            let n = escape(&p.name);
+            let _ = writeln!(
+                out,
+                "weft_plugin_reloads_total{{plugin=\"{n}\",result=\"ok\"}} {}",
+                ld(&p.reloads)
+            );
+            let _ = writeln!(
+                out,
+                "weft_plugin_reloads_total{{plugin=\"{n}\",result=\"failed\"}} {}",
+                ld(&p.reload_failures)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP weft_plugin_errors_total Failed calls by kind.\n# TYPE weft_plugin_errors_total counter"

@@ -541,3 +541,132 @@ service:
     want.sort();
     assert_eq!(got, want, "exactly the accepted requests were delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_load_swaps_atomically_and_keeps_serving_through_bad_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let plugin = dir.path().join("plugin.wasm");
+    // Replace the file the way deploy tools do: write beside it, then rename over it.
+    let install = |src: &str| {
+        let tmp = dir.path().join("plugin.wasm.tmp");
+        std::fs::copy(src, &tmp).expect("copy");
+        std::fs::rename(&tmp, &plugin).expect("rename");
+    };
+    install(weft_tests::guests::FAULT);
+    // Valid for both versions: the fault plugin ignores `percentage`, the sampler keeps 100 %.
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  wasm/hot:
+    component: plugin.wasm
+    config: {{ percentage: 100 }}
+exporters:
+  file: {{ path: "{}" }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [wasm/hot], exporters: [file] }}
+  telemetry:
+    metrics: {{ address: none }}
+"#,
+        out.display()
+    );
+    let config = Config::parse(&yaml, dir.path()).expect("config");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config, &host).await.expect("start");
+    let grpc = running.address("otlp", "grpc").expect("grpc");
+
+    // Load: one client sending 5-span requests back to back until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+                .await
+                .expect("connect");
+            let mut sent = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .export(request(&format!("hot{sent}"), 5))
+                    .await
+                    .expect("every request is accepted");
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sent * 5
+        })
+    };
+    let metrics = host.metrics().plugin("wasm/hot");
+    let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    install(weft_tests::guests::SAMPLER);
+    let m = metrics.clone();
+    wait_for(
+        "the sampler to be swapped in",
+        Box::new(move || m.reloads.load(std::sync::atomic::Ordering::Relaxed) == 1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(dir.path().join("plugin.wasm.tmp"), b"\0asm garbage").expect("write");
+    std::fs::rename(dir.path().join("plugin.wasm.tmp"), &plugin).expect("rename");
+    let m = metrics.clone();
+    wait_for(
+        "the corrupt file to be refused",
+        Box::new(move || m.reload_failures.load(std::sync::atomic::Ordering::Relaxed) == 1),
+    )
+    .await;
+    install(weft_tests::guests::NOT_A_PLUGIN);
+    let m = metrics.clone();
+    wait_for(
+        "the wrong world to be refused",
+        Box::new(move || m.reload_failures.load(std::sync::atomic::Ordering::Relaxed) == 2),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.await.expect("sender");
+
+    assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
+    let (mut ids, _) = read_output(&out);
+    assert_eq!(
+        ids.len(),
+        sent,
+        "every span sent during the reloads arrived"
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "none twice");
+    assert_eq!(
+        metrics.reloads.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        metrics
+            .reload_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // Both versions served: the fault plugin counts its calls, the sampler its kept spans.
+    let text = host.metrics().render_prometheus();
+    assert!(
+        text.contains("weft_guest_fault_calls_total{plugin=\"wasm/hot\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_guest_sampler_spans_total{plugin=\"wasm/hot\",decision=\"kept\"}"),
+        "{text}"
+    );
+}

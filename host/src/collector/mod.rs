@@ -53,27 +53,102 @@ pub fn load_processors(
     let mut plugins = BTreeMap::new();
     for (id, p) in &config.processors {
         let ProcessorConfig::Wasm(w) = p;
-        let mut settings = PluginSettings::new(id);
-        settings.config = w.config.clone();
-        settings.deadline = w.deadline;
-        settings.memory_cap = w.memory_limit;
-        settings.fuel = w.fuel;
-        settings.fail_policy = w.fail_policy;
-        settings.capabilities = w.capabilities.clone();
-        let loaded = match &w.component {
-            ComponentSource::Builtin(name) => {
-                let bytes = crate::builtin::get(name).unwrap_or_default();
-                host.load(&format!("builtin:{name}"), bytes, settings)
-            }
-            ComponentSource::File(path) => host.load_file(path, settings),
-        };
-        let plugin = loaded.map_err(|source| StartError::Plugin {
+        let plugin = load_processor(host, id, w).map_err(|source| StartError::Plugin {
             id: id.clone(),
             source,
         })?;
         plugins.insert(id.clone(), plugin);
     }
     Ok(plugins)
+}
+
+/// Loads one Wasm processor's plugin with its settings (at start and on hot reload).
+fn load_processor(
+    host: &PluginHost,
+    id: &str,
+    w: &config::WasmProcessorConfig,
+) -> Result<Plugin, crate::LoadError> {
+    let mut settings = PluginSettings::new(id);
+    settings.config = w.config.clone();
+    settings.deadline = w.deadline;
+    settings.memory_cap = w.memory_limit;
+    settings.fuel = w.fuel;
+    settings.fail_policy = w.fail_policy;
+    settings.capabilities = w.capabilities.clone();
+    match &w.component {
+        ComponentSource::Builtin(name) => {
+            let bytes = crate::builtin::get(name).unwrap_or_default();
+            host.load(&format!("builtin:{name}"), bytes, settings)
+        }
+        ComponentSource::File(path) => host.load_file(path, settings),
+    }
+}
+
+/// How often component files are checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_millis(250);
+
+/// The identity of a file version: modification time and length.
+fn file_version(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Watches the component files of `slots` and swaps in new versions. A new version is compiled
+/// and initialised on a blocking thread, off the request path; until it is ready, and forever if
+/// it fails (invalid, wrong world, `init` rejects its config), the old version keeps serving.
+async fn hot_reload(
+    host: PluginHost,
+    watched: Vec<(
+        String,
+        config::WasmProcessorConfig,
+        std::path::PathBuf,
+        pipeline::PluginSlot,
+    )>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut seen: Vec<_> = watched
+        .iter()
+        .map(|(_, _, path, _)| file_version(path))
+        .collect();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        for (i, (id, w, path, slot)) in watched.iter().enumerate() {
+            let version = file_version(path);
+            if version.is_none() || version == seen[i] {
+                continue;
+            }
+            // Remember this version whether or not it loads: a half-written file changes
+            // again when the writer finishes, and that version is tried then.
+            seen[i] = version;
+            let (h, id2, w2) = (host.clone(), id.clone(), w.clone());
+            let loaded = tokio::task::spawn_blocking(move || load_processor(&h, &id2, &w2)).await;
+            let metrics = slot.load().metrics().clone();
+            match loaded {
+                Ok(Ok(plugin)) => {
+                    slot.store(Arc::new(plugin));
+                    metrics
+                        .reloads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(processor = %id, path = %path.display(), "reloaded");
+                }
+                Ok(Err(e)) => {
+                    metrics
+                        .reload_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(processor = %id, error = %e, "reload failed; the previous version keeps serving");
+                }
+                Err(e) => {
+                    metrics
+                        .reload_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(processor = %id, error = %e, "reload panicked; the previous version keeps serving");
+                }
+            }
+        }
+    }
 }
 
 /// A running collector. Dropping it does not stop it: call [`Running::shutdown`].
@@ -136,6 +211,10 @@ async fn bind(what: String, addr: SocketAddr) -> Result<tokio::net::TcpListener,
 /// [`Running::listeners`] says which.
 pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartError> {
     let plugins = load_processors(config, host)?;
+    let slots: BTreeMap<String, pipeline::PluginSlot> = plugins
+        .into_iter()
+        .map(|(id, p)| (id, Arc::new(arc_swap::ArcSwap::from_pointee(p))))
+        .collect();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut exporters = tokio::task::JoinSet::new();
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
@@ -151,7 +230,7 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
         let processors = p
             .processors
             .iter()
-            .map(|id| (id.clone(), plugins[id].clone()))
+            .map(|id| (id.clone(), slots[id].clone()))
             .collect();
         by_signal.insert(
             *signal,
@@ -166,6 +245,22 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut servers = tokio::task::JoinSet::new();
+    let watched: Vec<_> = config
+        .processors
+        .iter()
+        .filter_map(|(id, p)| {
+            let ProcessorConfig::Wasm(w) = p;
+            match &w.component {
+                ComponentSource::File(path) => {
+                    Some((id.clone(), w.clone(), path.clone(), slots[id].clone()))
+                }
+                ComponentSource::Builtin(_) => None,
+            }
+        })
+        .collect();
+    if !watched.is_empty() {
+        servers.spawn(hot_reload(host.clone(), watched, stop_rx.clone()));
+    }
     let mut listeners = Vec::new();
     for (id, r) in &config.receivers {
         let uses = |s: Signal| {

@@ -15,6 +15,9 @@ use super::config::Signal;
 use crate::error::ConvertError;
 use crate::plugin::Plugin;
 
+/// Where a processor's current plugin lives; hot reload swaps it atomically.
+pub type PluginSlot = Arc<arc_swap::ArcSwap<Plugin>>;
+
 /// One request's worth of telemetry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -89,7 +92,7 @@ pub struct Pipeline {
     /// Which signal.
     pub signal: Signal,
     /// Processors, applied in order: `(id, plugin)`.
-    pub processors: Vec<(String, Plugin)>,
+    pub processors: Vec<(String, PluginSlot)>,
     /// Exporter queues.
     pub exporters: Vec<ExporterQueue>,
     /// Counters.
@@ -137,7 +140,10 @@ impl Pipeline {
 
     /// The processors in order; a plugin failure is handled by its fail policy inside.
     fn process(&self, mut payload: Payload) -> Result<Payload, ConvertError> {
-        for (_, plugin) in &self.processors {
+        for (_, slot) in &self.processors {
+            // One version per request: a reload swaps the slot, requests in flight finish on
+            // the version they started with.
+            let plugin = slot.load();
             payload = match payload {
                 Payload::Traces(t) => Payload::Traces(plugin.process_traces(t)?.0),
                 Payload::Logs(l) => Payload::Logs(plugin.process_logs(l)?.0),
