@@ -103,7 +103,7 @@ service:
     let mut log_ids = Vec::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json line");
-        let mut collect = |items: &serde_json::Value, into: &mut Vec<String>| {
+        let collect = |items: &serde_json::Value, into: &mut Vec<String>| {
             for item in items.as_array().into_iter().flatten() {
                 for kv in item["attributes"].as_array().into_iter().flatten() {
                     if kv["key"] == "test.id" {
