@@ -6,7 +6,8 @@
 //!   `target/guests/<name>.wasm`.
 //! - `cargo xtask demo`: build the plugins and run each over its fixture with `weft test`.
 //! - `cargo xtask test`: `cargo fmt --check`, clippy with `-D warnings`, the Python venv of the
-//!   OpenTelemetry SDK (tests/peers/setup-python.sh), and all tests.
+//!   OpenTelemetry SDK (tests/peers/setup-python.sh), the OpenTelemetry Collector built from its
+//!   Go modules (tests/peers/build-collector.sh), and all tests.
 //! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md).
 
 use std::path::{Path, PathBuf};
@@ -145,6 +146,10 @@ fn test() -> anyhow::Result<()> {
     run(Command::new("bash")
         .current_dir(&ws)
         .arg("tests/peers/setup-python.sh"))?;
+    // The interop test runs a real OpenTelemetry Collector built from its Go modules.
+    run(Command::new("bash")
+        .current_dir(&ws)
+        .arg("tests/peers/build-collector.sh"))?;
     run(Command::new(cargo())
         .current_dir(&ws)
         .args(["test", "--workspace"]))?;
