@@ -385,3 +385,33 @@ fn guest_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
         "guest output never reaches weft's stdout"
     );
 }
+
+#[test]
+fn the_example_configuration_validates_and_errors_name_the_key() {
+    let out = weft(&["validate", "examples/collector/weft.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "examples/collector/weft.yaml: valid (1 receivers, 2 processors, 2 exporters, 2 pipelines)"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    let text =
+        std::fs::read_to_string(workspace().join("examples/collector/weft.yaml")).expect("example");
+    std::fs::write(&bad, text.replace("deadline: 50ms", "deadline: soon")).expect("write");
+    assert_fails(
+        &["validate", bad.to_str().expect("utf-8")],
+        "processors.wasm/pii-mask.deadline: `soon` is not a duration like 100ms",
+    );
+    // A plugin that rejects its configuration fails validation with the plugin's message.
+    std::fs::write(
+        &bad,
+        text.replace("card_keep_first: 4", "card_keep_first: 40"),
+    )
+    .expect("write");
+    assert_fails(
+        &["validate", bad.to_str().expect("utf-8")],
+        "processors.wasm/pii-mask: plugin `wasm/pii-mask` rejected its configuration",
+    );
+}
