@@ -10,83 +10,14 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use weft_host::{InstanceReuse, PluginSettings, convert};
 use weft_tests::{component, guests, host_with_cache};
 
-const SPANS: usize = 512;
-
-/// The 10 attributes of span `i`: 5 with PII (card, phone, e-mail, card with dashes, e-mail in
-/// a sentence) and 5 without (route, method, status, an order number, a user agent).
-fn attributes(i: usize) -> Vec<(&'static str, String)> {
-    vec![
-        ("payment.card", "4111 1111 1111 1111".to_string()),
-        ("user.phone", format!("1381234{:04}", i % 10_000)),
-        ("user.email", format!("user{i}@example.com")),
-        ("billing.card", "5500-0000-0000-0004".to_string()),
-        (
-            "note",
-            format!("contact alice{i}@corp.example.org for refunds"),
-        ),
-        ("http.route", "/api/v1/orders/{id}".to_string()),
-        ("http.request.method", "POST".to_string()),
-        ("http.response.status_code", "200".to_string()),
-        (
-            "order.id",
-            format!("{:016}", 1_234_567_890_123_456u64 + i as u64),
-        ),
-        (
-            "user_agent.original",
-            "Mozilla/5.0 (X11; Linux x86_64) weft-bench/1.0".to_string(),
-        ),
-    ]
-}
+const SPANS: usize = weft_tests::BENCH_SPANS;
+use weft_tests::bench_attributes as attributes;
 
 fn pb_request() -> ExportTraceServiceRequest {
-    let spans = (0..SPANS)
-        .map(|i| Span {
-            trace_id: ((i as u128 + 1) * 0x9e37_79b9_7f4a_7c15)
-                .to_be_bytes()
-                .to_vec(),
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
-            name: "POST /api/v1/orders".into(),
-            kind: 2,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-            end_time_unix_nano: 1_700_000_000_001_000_000 + i as u64,
-            attributes: attributes(i)
-                .into_iter()
-                .map(|(k, v)| KeyValue {
-                    key: k.into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(v)),
-                    }),
-                    key_strindex: 0,
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("checkout".into())),
-                    }),
-                    key_strindex: 0,
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    weft_tests::bench_request(0)
 }
 
 /// The same batch in the host's WIT types.

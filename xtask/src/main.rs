@@ -8,7 +8,8 @@
 //! - `cargo xtask test`: `cargo fmt --check`, clippy with `-D warnings`, the Python venv of the
 //!   OpenTelemetry SDK (tests/peers/setup-python.sh), the OpenTelemetry Collector built from its
 //!   Go modules (tests/peers/build-collector.sh), and all tests.
-//! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md).
+//! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md);
+//!   `cargo xtask bench pipeline`: weft vs the OpenTelemetry Collector under OTLP load.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +18,7 @@ use anyhow::{Context as _, bail};
 
 #[path = "guests.rs"]
 mod guests;
+mod pipeline_bench;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -157,6 +159,9 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn bench(filter: Option<&str>) -> anyhow::Result<()> {
+    if filter == Some("pipeline") {
+        return pipeline_bench::run(&workspace(), &cargo());
+    }
     build_guests()?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(workspace())
