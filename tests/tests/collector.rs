@@ -670,3 +670,84 @@ service:
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_http_exporter_delivers_to_another_weft_after_an_outage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("b.jsonl");
+    let b_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let a_yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+exporters:
+  otlphttp:
+    endpoint: "http://127.0.0.1:{b_port}"
+    batch: {{ send_batch_size: 20, timeout: 20ms }}
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 200ms }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlphttp] }}
+  telemetry:
+    metrics: {{ address: none }}
+"#
+    );
+    let b_yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: "127.0.0.1:{b_port}" }}
+exporters:
+  file: {{ path: "{}" }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+  telemetry:
+    metrics: {{ address: none }}
+"#,
+        out.display()
+    );
+    let host = host_with_cache(None).expect("host");
+    let a = collector::start(&Config::parse(&a_yaml, dir.path()).expect("a"), &host)
+        .await
+        .expect("start a");
+    let mut client = TraceServiceClient::connect(format!(
+        "http://{}",
+        a.address("otlp", "grpc").expect("grpc")
+    ))
+    .await
+    .expect("connect");
+    for i in 0..6 {
+        client
+            .export(request(&format!("viahttp{i}"), 5))
+            .await
+            .expect("accepted");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = collector::start(&Config::parse(&b_yaml, dir.path()).expect("b"), &host)
+        .await
+        .expect("start b");
+    let stats = a.pipelines[0].stats.clone();
+    assert!(a.shutdown(Duration::from_secs(15)).await, "a drained");
+    assert!(b.shutdown(Duration::from_secs(5)).await, "b drained");
+    let (mut ids, _) = read_output(&out);
+    assert_eq!(ids.len(), 30, "all 6 × 5 spans arrived over OTLP/HTTP");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "none twice");
+    assert!(
+        stats.retries.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the outage was retried"
+    );
+    assert_eq!(
+        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+        30
+    );
+}

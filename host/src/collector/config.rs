@@ -225,12 +225,15 @@ pub enum ExporterConfig {
     },
     /// Sends OTLP/gRPC to another collector or back end.
     Otlp(OtlpExporterConfig),
+    /// Sends OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` and `<endpoint>/v1/logs`.
+    OtlpHttp(OtlpExporterConfig),
 }
 
-/// The OTLP/gRPC exporter: batching, retries with exponential backoff, gzip.
+/// The OTLP exporters (gRPC and HTTP): batching, retries with exponential backoff, gzip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpExporterConfig {
-    /// `http://host:port` (a bare `host:port` gets `http://`).
+    /// `http://host:port` (a bare `host:port` gets `http://`); for OTLP/HTTP the base URL that
+    /// `/v1/traces` and `/v1/logs` are appended to.
     pub endpoint: String,
     /// Gzip requests (default true, as the Collector).
     pub gzip: bool,
@@ -595,11 +598,15 @@ impl Config {
                     let r: RawOtlpExporter = from_value(&key, v)?;
                     ExporterConfig::Otlp(otlp_exporter(&key, r)?)
                 }
+                "otlphttp" | "otlp_http" => {
+                    let r: RawOtlpExporter = from_value(&key, v)?;
+                    ExporterConfig::OtlpHttp(otlp_exporter(&key, r)?)
+                }
                 other => {
                     return Err(err(
                         key,
                         format!(
-                            "unknown exporter type `{other}` (weft has `debug`, `file`, `otlp`)"
+                            "unknown exporter type `{other}` (weft has `debug`, `file`, `otlp`, `otlphttp`)"
                         ),
                     ));
                 }
