@@ -194,21 +194,15 @@ fn run_test(
 
 /// Reads and validates the configuration (the default when `path` is `None`).
 fn read_config(path: Option<&Path>) -> anyhow::Result<weft_host::collector::Config> {
-    let (text, base) = match path {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-            p.parent().map(Path::to_path_buf).unwrap_or_default(),
-        ),
-        None => (
-            weft_host::collector::DEFAULT_CONFIG.to_string(),
-            std::env::current_dir()?,
-        ),
-    };
-    let what = path.map_or("the built-in default configuration".to_string(), |p| {
-        p.display().to_string()
-    });
-    weft_host::collector::Config::parse(&text, &base)
-        .with_context(|| format!("invalid configuration in {what}"))
+    match path {
+        Some(p) => weft_host::collector::Config::load(p)
+            .with_context(|| format!("invalid configuration in {}", p.display())),
+        None => weft_host::collector::Config::parse(
+            weft_host::collector::DEFAULT_CONFIG,
+            &std::env::current_dir()?,
+        )
+        .context("invalid built-in default configuration"),
+    }
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {

@@ -751,3 +751,110 @@ service:
         30
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_configuration_reloads_processors_and_refuses_the_rest() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let path = dir.path().join("weft.yaml");
+    let write = |fault: &str, file: &str| {
+        let yaml = format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  wasm/edit:
+    component: "{}"
+    config: {{ fault: {fault} }}
+exporters:
+  file: {{ path: "{}" }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [wasm/edit], exporters: [file] }}
+  telemetry:
+    metrics: {{ address: none }}
+"#,
+            weft_tests::guests::FAULT,
+            dir.path().join(file).display()
+        );
+        std::fs::write(&path, yaml).expect("write config");
+    };
+    write("none", "out.jsonl");
+    let config = Config::load(&path).expect("config");
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&config, &host).await.expect("start");
+    let mut client = TraceServiceClient::connect(format!(
+        "http://{}",
+        running.address("otlp", "grpc").expect("grpc")
+    ))
+    .await
+    .expect("connect");
+    let reloads = running.config_reloads.clone();
+    let wait = |what: &'static str, counter: &'static str, n: u64| {
+        let reloads = reloads.clone();
+        async move {
+            let c = match counter {
+                "ok" => &reloads.ok,
+                "failed" => &reloads.failed,
+                _ => &reloads.needs_restart,
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while c.load(Relaxed) < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out waiting for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    client.export(request("before", 5)).await.expect("accepted");
+    // The plugin's configuration changes: applied live.
+    write("drop-all", "out.jsonl");
+    wait("the new plugin config", "ok", 1).await;
+    client
+        .export(request("dropped", 5))
+        .await
+        .expect("accepted");
+    // Invalid YAML, and a configuration the plugin rejects: refused, the running one stays.
+    std::fs::write(&path, "receivers: [").expect("write");
+    wait("invalid YAML refused", "failed", 1).await;
+    write("bad-config", "out.jsonl");
+    wait("a rejected plugin config refused", "failed", 2).await;
+    client
+        .export(request("still-dropped", 5))
+        .await
+        .expect("accepted");
+    // An exporter change needs new queues: not applied, a restart is asked for.
+    write("none", "elsewhere.jsonl");
+    wait("a structural change", "needs_restart", 1).await;
+    client
+        .export(request("after-restart-asked", 5))
+        .await
+        .expect("accepted");
+
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+    let (mut ids, _) = read_output(&out);
+    ids.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
+    assert_eq!(
+        ids, want,
+        "only the batch sent before drop-all was applied arrived"
+    );
+    assert!(
+        !dir.path().join("elsewhere.jsonl").exists(),
+        "the exporter change was not applied"
+    );
+    assert_eq!(
+        (
+            reloads.ok.load(Relaxed),
+            reloads.failed.load(Relaxed),
+            reloads.needs_restart.load(Relaxed)
+        ),
+        (1, 2, 1)
+    );
+}

@@ -80,6 +80,33 @@ pub struct Config {
     pub pipelines: BTreeMap<Signal, PipelineConfig>,
     /// Where self-metrics, /healthz and /readyz are served; `None` disables it.
     pub metrics_address: Option<SocketAddr>,
+    /// The file it was read from ([`Config::load`]); `weft run` watches it for changes.
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and parses a configuration file; component paths are relative to its folder.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+        let base = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let mut config = Config::parse(&text, &base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Whether `other` differs from `self` only in its processors' settings (what a running
+    /// collector can apply without new listeners or queues).
+    pub fn same_structure(&self, other: &Config) -> bool {
+        self.receivers == other.receivers
+            && self.exporters == other.exporters
+            && self.pipelines == other.pipelines
+            && self.metrics_address == other.metrics_address
+            && self.processors.keys().eq(other.processors.keys())
+    }
 }
 
 /// A telemetry signal.
@@ -695,6 +722,7 @@ impl Config {
             exporters,
             pipelines,
             metrics_address,
+            source: None,
         })
     }
 }

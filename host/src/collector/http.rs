@@ -318,6 +318,8 @@ pub struct Telemetry {
     pub pipelines: Vec<Arc<Pipeline>>,
     /// Set once every receiver listens.
     pub ready: Arc<AtomicBool>,
+    /// Configuration-file reloads.
+    pub reloads: Arc<super::ConfigReloads>,
 }
 
 impl Telemetry {
@@ -377,6 +379,22 @@ impl Telemetry {
                 |s| s.retries.load(Ordering::Relaxed),
             ),
         ];
+        let r = &self.reloads;
+        let _ = writeln!(
+            out,
+            "# HELP weft_config_reloads_total Configuration-file reloads by result.\n# TYPE weft_config_reloads_total counter"
+        );
+        for (result, n) in [
+            ("ok", &r.ok),
+            ("failed", &r.failed),
+            ("needs_restart", &r.needs_restart),
+        ] {
+            let _ = writeln!(
+                out,
+                "weft_config_reloads_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         for (name, help, get) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for p in &self.pipelines {

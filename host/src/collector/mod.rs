@@ -93,58 +93,141 @@ fn file_version(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> 
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Watches the component files of `slots` and swaps in new versions. A new version is compiled
-/// and initialised on a blocking thread, off the request path; until it is ready, and forever if
-/// it fails (invalid, wrong world, `init` rejects its config), the old version keeps serving.
+/// Counters of configuration-file reloads.
+#[derive(Debug, Default)]
+pub struct ConfigReloads {
+    /// New configurations applied.
+    pub ok: std::sync::atomic::AtomicU64,
+    /// New configurations refused as invalid (or whose plugins did not load).
+    pub failed: std::sync::atomic::AtomicU64,
+    /// New configurations that change receivers, exporters or pipelines: not applied.
+    pub needs_restart: std::sync::atomic::AtomicU64,
+}
+
+/// Loads `w` on a blocking thread (compiling is CPU work that must not stall receivers).
+async fn load_off_path(
+    host: &PluginHost,
+    id: &str,
+    w: &config::WasmProcessorConfig,
+) -> Result<Plugin, String> {
+    let (h, id, w) = (host.clone(), id.to_string(), w.clone());
+    match tokio::task::spawn_blocking(move || load_processor(&h, &id, &w)).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("loader panicked: {e}")),
+    }
+}
+
+/// Hot reload. Every [`RELOAD_POLL`]:
+/// - a changed configuration file is parsed; if only processors changed, the changed ones are
+///   loaded off the request path and swapped in (all or none); if receivers, exporters or
+///   pipelines changed, nothing is applied and a restart is asked for; an invalid file is refused;
+/// - a changed component file is loaded with the current settings and swapped in.
+///
+/// Until a new version is ready, and for good if it fails (invalid, wrong world, `init` rejects
+/// its config), the old one keeps serving; requests in flight finish on the version they began.
 async fn hot_reload(
     host: PluginHost,
-    watched: Vec<(
-        String,
-        config::WasmProcessorConfig,
-        std::path::PathBuf,
-        pipeline::PluginSlot,
-    )>,
+    mut config: Config,
+    slots: BTreeMap<String, pipeline::PluginSlot>,
+    reloads: Arc<ConfigReloads>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut seen: Vec<_> = watched
-        .iter()
-        .map(|(_, _, path, _)| file_version(path))
+    use std::sync::atomic::Ordering::Relaxed;
+    let component_files = |c: &Config| -> BTreeMap<String, std::path::PathBuf> {
+        c.processors
+            .iter()
+            .filter_map(|(id, p)| {
+                let ProcessorConfig::Wasm(w) = p;
+                match &w.component {
+                    ComponentSource::File(path) => Some((id.clone(), path.clone())),
+                    ComponentSource::Builtin(_) => None,
+                }
+            })
+            .collect()
+    };
+    let mut config_seen = config.source.as_deref().and_then(file_version);
+    let mut seen: BTreeMap<String, _> = component_files(&config)
+        .into_iter()
+        .map(|(id, path)| (id, file_version(&path)))
         .collect();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RELOAD_POLL) => {}
             _ = stop.changed() => return,
         }
-        for (i, (id, w, path, slot)) in watched.iter().enumerate() {
-            let version = file_version(path);
-            if version.is_none() || version == seen[i] {
+        if let Some(path) = config.source.clone() {
+            let version = file_version(&path);
+            if version.is_some() && version != config_seen {
+                config_seen = version;
+                match Config::load(&path) {
+                    Err(e) => {
+                        reloads.failed.fetch_add(1, Relaxed);
+                        tracing::error!(config = %path.display(), error = %e, "new configuration refused; the running one stays");
+                    }
+                    Ok(new) if !config.same_structure(&new) => {
+                        reloads.needs_restart.fetch_add(1, Relaxed);
+                        tracing::warn!(config = %path.display(), "receivers, exporters or pipelines changed: restart weft to apply this configuration; nothing was applied");
+                    }
+                    Ok(new) => {
+                        let mut fresh = Vec::new();
+                        let mut error = None;
+                        for (id, p) in &new.processors {
+                            let ProcessorConfig::Wasm(w) = p;
+                            if config.processors.get(id) == Some(p) {
+                                continue;
+                            }
+                            match load_off_path(&host, id, w).await {
+                                Ok(plugin) => fresh.push((id.clone(), plugin)),
+                                Err(e) => {
+                                    error = Some(format!("processors.{id}: {e}"));
+                                    break;
+                                }
+                            }
+                        }
+                        match error {
+                            Some(e) => {
+                                reloads.failed.fetch_add(1, Relaxed);
+                                tracing::error!(config = %path.display(), error = %e, "new configuration refused; the running one stays");
+                            }
+                            None => {
+                                for (id, plugin) in fresh {
+                                    slots[&id].store(Arc::new(plugin));
+                                }
+                                let sources = component_files(&new);
+                                seen.retain(|id, _| sources.contains_key(id));
+                                for (id, path) in sources {
+                                    seen.entry(id).or_insert_with(|| file_version(&path));
+                                }
+                                config = new;
+                                reloads.ok.fetch_add(1, Relaxed);
+                                tracing::info!(config = %path.display(), "configuration reloaded");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (id, path) in component_files(&config) {
+            let version = file_version(&path);
+            let last = seen.entry(id.clone()).or_insert(None);
+            if version.is_none() || version == *last {
                 continue;
             }
             // Remember this version whether or not it loads: a half-written file changes
             // again when the writer finishes, and that version is tried then.
-            seen[i] = version;
-            let (h, id2, w2) = (host.clone(), id.clone(), w.clone());
-            let loaded = tokio::task::spawn_blocking(move || load_processor(&h, &id2, &w2)).await;
-            let metrics = slot.load().metrics().clone();
-            match loaded {
-                Ok(Ok(plugin)) => {
-                    slot.store(Arc::new(plugin));
-                    metrics
-                        .reloads
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *last = version;
+            let ProcessorConfig::Wasm(w) = &config.processors[&id];
+            let metrics = slots[&id].load().metrics().clone();
+            match load_off_path(&host, &id, w).await {
+                Ok(plugin) => {
+                    slots[&id].store(Arc::new(plugin));
+                    metrics.reloads.fetch_add(1, Relaxed);
                     tracing::info!(processor = %id, path = %path.display(), "reloaded");
                 }
-                Ok(Err(e)) => {
-                    metrics
-                        .reload_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(processor = %id, error = %e, "reload failed; the previous version keeps serving");
-                }
                 Err(e) => {
-                    metrics
-                        .reload_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(processor = %id, error = %e, "reload panicked; the previous version keeps serving");
+                    metrics.reload_failures.fetch_add(1, Relaxed);
+                    tracing::error!(processor = %id, error = %e, "reload failed; the previous version keeps serving");
                 }
             }
         }
@@ -159,6 +242,8 @@ pub struct Running {
     pub metrics_address: Option<SocketAddr>,
     /// The pipelines.
     pub pipelines: Vec<Arc<Pipeline>>,
+    /// Configuration-file reloads.
+    pub config_reloads: Arc<ConfigReloads>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: tokio::task::JoinSet<()>,
     exporters: tokio::task::JoinSet<()>,
@@ -245,22 +330,14 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut servers = tokio::task::JoinSet::new();
-    let watched: Vec<_> = config
-        .processors
-        .iter()
-        .filter_map(|(id, p)| {
-            let ProcessorConfig::Wasm(w) = p;
-            match &w.component {
-                ComponentSource::File(path) => {
-                    Some((id.clone(), w.clone(), path.clone(), slots[id].clone()))
-                }
-                ComponentSource::Builtin(_) => None,
-            }
-        })
-        .collect();
-    if !watched.is_empty() {
-        servers.spawn(hot_reload(host.clone(), watched, stop_rx.clone()));
-    }
+    let reloads = Arc::new(ConfigReloads::default());
+    servers.spawn(hot_reload(
+        host.clone(),
+        config.clone(),
+        slots.clone(),
+        reloads.clone(),
+        stop_rx.clone(),
+    ));
     let mut listeners = Vec::new();
     for (id, r) in &config.receivers {
         let uses = |s: Signal| {
@@ -319,6 +396,7 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
                 registry: host.metrics().clone(),
                 pipelines: pipelines.clone(),
                 ready: ready.clone(),
+                reloads: reloads.clone(),
             });
             servers.spawn(http::serve(
                 listener,
@@ -340,6 +418,7 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
         listeners,
         metrics_address,
         pipelines,
+        config_reloads: reloads,
         stop,
         servers,
         exporters,
