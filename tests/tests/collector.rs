@@ -858,3 +858,86 @@ service:
         (1, 2, 1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_a_fail_closed_plugin_drops_is_reported_as_partial_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  wasm/strict:
+    component: "{}"
+    config: {{ fault: panic }}
+    fail_policy: closed
+exporters:
+  file: {{ path: "{}" }}
+service:
+  pipelines:
+    traces: {{ receivers: [otlp], processors: [wasm/strict], exporters: [file] }}
+  telemetry:
+    metrics: {{ address: "127.0.0.1:0" }}
+"#,
+        weft_tests::guests::FAULT,
+        dir.path().join("out.jsonl").display()
+    );
+    let host = host_with_cache(None).expect("host");
+    let running = collector::start(&Config::parse(&yaml, dir.path()).expect("config"), &host)
+        .await
+        .expect("start");
+    let mut client = TraceServiceClient::connect(format!(
+        "http://{}",
+        running.address("otlp", "grpc").expect("grpc")
+    ))
+    .await
+    .expect("connect");
+    let resp = client
+        .export(request("ps", 7))
+        .await
+        .expect("accepted")
+        .into_inner();
+    let partial = resp.partial_success.expect("partial success reported");
+    assert_eq!(partial.rejected_spans, 7);
+    assert_eq!(
+        partial.error_message,
+        "processor wasm/strict failed and its fail policy (closed) dropped the data"
+    );
+
+    let http_addr = running.address("otlp", "http").expect("http");
+    let metrics = running.metrics_address.expect("metrics");
+    let (status, body, text) = tokio::task::spawn_blocking(move || {
+        let json = serde_json::to_vec(&request("ps-http", 3)).expect("json");
+        let (status, body) = http(
+            http_addr,
+            "/v1/traces",
+            &[("Content-Type", "application/json")],
+            &json,
+        );
+        (status, body, get(metrics, "/metrics").1)
+    })
+    .await
+    .expect("http");
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON response");
+    // int64 in OTLP/JSON: protobuf JSON readers take a number or a string.
+    assert_eq!(
+        body["partialSuccess"]["rejectedSpans"]
+            .to_string()
+            .trim_matches('"'),
+        "3",
+        "{body}"
+    );
+    assert!(
+        text.contains("weft_pipeline_queue_requests{pipeline=\"traces\",exporter=\"file\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_plugin_fail_policy_total{plugin=\"wasm/strict\",policy=\"closed\"} 2"),
+        "{text}"
+    );
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+}

@@ -48,12 +48,10 @@ impl TraceService for OtlpGrpc {
             .traces
             .as_ref()
             .ok_or_else(|| Status::unimplemented("no traces pipeline"))?;
-        pipeline
+        let rejected = pipeline
             .consume(Payload::Traces(request.into_inner()))
             .map_err(status)?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(Response::new(rejected.traces_response()))
     }
 }
 
@@ -67,12 +65,10 @@ impl LogsService for OtlpGrpc {
             .logs
             .as_ref()
             .ok_or_else(|| Status::unimplemented("no logs pipeline"))?;
-        pipeline
+        let rejected = pipeline
             .consume(Payload::Logs(request.into_inner()))
             .map_err(status)?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
+        Ok(Response::new(rejected.logs_response()))
     }
 }
 

@@ -9,12 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::pipeline::{ConsumeError, Payload, Pipeline};
@@ -206,22 +202,23 @@ impl OtlpHttp {
             Err(message) => return error(StatusCode::BAD_REQUEST, 3, message, enc),
         };
         match pipeline.consume(payload) {
-            Ok(()) => {
+            Ok(rejected) => {
                 let (ct, bytes) = match (enc, pipeline.signal) {
-                    (Encoding::Json, _) => ("application/json", b"{}".to_vec()),
+                    (Encoding::Json, super::Signal::Traces) => (
+                        "application/json",
+                        serde_json::to_vec(&rejected.traces_response()).unwrap_or_default(),
+                    ),
+                    (Encoding::Json, super::Signal::Logs) => (
+                        "application/json",
+                        serde_json::to_vec(&rejected.logs_response()).unwrap_or_default(),
+                    ),
                     (Encoding::Protobuf, super::Signal::Traces) => (
                         "application/x-protobuf",
-                        ExportTraceServiceResponse {
-                            partial_success: None,
-                        }
-                        .encode_to_vec(),
+                        rejected.traces_response().encode_to_vec(),
                     ),
                     (Encoding::Protobuf, super::Signal::Logs) => (
                         "application/x-protobuf",
-                        ExportLogsServiceResponse {
-                            partial_success: None,
-                        }
-                        .encode_to_vec(),
+                        rejected.logs_response().encode_to_vec(),
                     ),
                 };
                 respond(StatusCode::OK, ct, bytes)
@@ -379,6 +376,21 @@ impl Telemetry {
                 |s| s.retries.load(Ordering::Relaxed),
             ),
         ];
+        let _ = writeln!(
+            out,
+            "# HELP weft_pipeline_queue_requests Requests waiting in an exporter queue.\n# TYPE weft_pipeline_queue_requests gauge"
+        );
+        for p in &self.pipelines {
+            for e in &p.exporters {
+                let depth = e.tx.max_capacity() - e.tx.capacity();
+                let _ = writeln!(
+                    out,
+                    "weft_pipeline_queue_requests{{pipeline=\"{}\",exporter=\"{}\"}} {depth}",
+                    p.signal.as_str(),
+                    e.id
+                );
+            }
+        }
         let r = &self.reloads;
         let _ = writeln!(
             out,

@@ -7,8 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio::sync::mpsc;
 
 use super::config::Signal;
@@ -43,6 +47,37 @@ impl Payload {
                 .flat_map(|r| &r.scope_logs)
                 .map(|s| s.log_records.len() as u64)
                 .sum(),
+        }
+    }
+}
+
+/// Items of an accepted request that were dropped by a fail-closed processor.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many.
+    pub items: u64,
+    /// Why (the first processor that dropped data).
+    pub message: Option<String>,
+}
+
+impl Rejected {
+    /// The OTLP traces response: partial success when something was dropped.
+    pub fn traces_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.items > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: self.items as i64,
+                error_message: self.message.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// The OTLP logs response: partial success when something was dropped.
+    pub fn logs_response(self) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: (self.items > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: self.items as i64,
+                error_message: self.message.unwrap_or_default(),
+            }),
         }
     }
 }
@@ -101,11 +136,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Runs the processors over `payload` and queues the result for every exporter.
-    pub fn consume(&self, payload: Payload) -> Result<(), ConsumeError> {
+    /// Returns the items a processor's fail-closed policy dropped (with the first processor's
+    /// id), which receivers report to the client as OTLP partial success.
+    pub fn consume(&self, payload: Payload) -> Result<Rejected, ConsumeError> {
         let n = payload.items();
         self.stats.received.fetch_add(n, Ordering::Relaxed);
         let processed = tokio::task::block_in_place(|| self.process(payload));
-        let payload = match processed {
+        let (payload, rejected) = match processed {
             Ok(p) => p,
             Err(e) => {
                 self.stats.refused.fetch_add(n, Ordering::Relaxed);
@@ -114,7 +151,7 @@ impl Pipeline {
         };
         let out = payload.items();
         if out == 0 {
-            return Ok(());
+            return Ok(rejected);
         }
         // Refuse before queueing anywhere, so a full queue never half-delivers a request.
         if let Some(full) = self.exporters.iter().find(|e| e.tx.capacity() == 0) {
@@ -135,20 +172,34 @@ impl Pipeline {
                 }
             }
         }
-        Ok(())
+        Ok(rejected)
     }
 
     /// The processors in order; a plugin failure is handled by its fail policy inside.
-    fn process(&self, mut payload: Payload) -> Result<Payload, ConvertError> {
-        for (_, slot) in &self.processors {
+    fn process(&self, mut payload: Payload) -> Result<(Payload, Rejected), ConvertError> {
+        let mut rejected = Rejected::default();
+        for (id, slot) in &self.processors {
             // One version per request: a reload swaps the slot, requests in flight finish on
             // the version they started with.
             let plugin = slot.load();
-            payload = match payload {
-                Payload::Traces(t) => Payload::Traces(plugin.process_traces(t)?.0),
-                Payload::Logs(l) => Payload::Logs(plugin.process_logs(l)?.0),
+            let report;
+            (payload, report) = match payload {
+                Payload::Traces(t) => {
+                    let (t, r) = plugin.process_traces(t)?;
+                    (Payload::Traces(t), r)
+                }
+                Payload::Logs(l) => {
+                    let (l, r) = plugin.process_logs(l)?;
+                    (Payload::Logs(l), r)
+                }
             };
+            if report.failed_items_dropped > 0 {
+                rejected.items += report.failed_items_dropped;
+                rejected.message.get_or_insert_with(|| {
+                    format!("processor {id} failed and its fail policy (closed) dropped the data")
+                });
+            }
         }
-        Ok(payload)
+        Ok((payload, rejected))
     }
 }
