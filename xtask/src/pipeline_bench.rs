@@ -187,6 +187,8 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
                     .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{port}"))
                     .env("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{}", free_port()?))
                     .env("OTLP_EXPORT_ENDPOINT", format!("127.0.0.1:{sink_port}"))
+                    // weft's targets export uncompressed too: same work on both sides.
+                    .env("OTLP_EXPORT_COMPRESSION", "none")
                     .env("OTELCOL_METRICS_PORT", metrics_port.to_string())
                     .stderr(Stdio::null())
                     .spawn(),
