@@ -371,6 +371,28 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
+/// Starts a [`Sink`] on `port` (the sink "comes back"); abort the handle to stop it.
+async fn start_sink(
+    port: u16,
+) -> (
+    Sink,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("sink port");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (sink, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exporter_outage_is_retried_until_the_sink_is_back_and_nothing_is_lost() {
     // Reserve a port for the sink, and leave it closed: the sink is "down".
@@ -422,18 +444,7 @@ service:
     assert_eq!(stats.exported.load(std::sync::atomic::Ordering::Relaxed), 0);
 
     // The sink comes back.
-    let sink = Sink::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port))
-        .await
-        .expect("sink port");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-            )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (sink, server) = start_sink(sink_port).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while sink.ids.lock().expect("lock").len() < 40 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -521,18 +532,7 @@ service:
     assert_eq!(status, 503);
 
     // The sink comes back: everything that was accepted arrives.
-    let sink = Sink::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port))
-        .await
-        .expect("sink port");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-            )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (sink, server) = start_sink(sink_port).await;
     assert!(running.shutdown(Duration::from_secs(15)).await, "drained");
     server.abort();
     let mut got = sink.ids.lock().expect("lock").clone();
