@@ -55,6 +55,24 @@ enum Command {
         /// The configuration file.
         config: PathBuf,
     },
+    /// Fuse an http-filter component into a Proxy-Wasm 0.2.1 module for Envoy / Istio, verify it,
+    /// and print the envoy.yaml snippet that loads it.
+    Adapt {
+        /// The http-filter component (.wasm).
+        component: PathBuf,
+        /// The Proxy-Wasm module to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write an OCI image layout (the form Istio's WasmPlugin pulls) to this directory.
+        #[arg(long)]
+        oci: Option<PathBuf>,
+        /// The tag of the OCI image.
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// The plugin configuration (JSON) to put in the printed snippet.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
     /// Show a component's world, WIT package version, imports, exports, size and cache state.
     Inspect {
         /// The component (.wasm).
@@ -97,6 +115,13 @@ fn main() -> ExitCode {
             drain_seconds,
         } => run_collector(config.as_deref(), drain_seconds),
         Command::Validate { config } => validate(&config),
+        Command::Adapt {
+            component,
+            output,
+            oci,
+            tag,
+            config,
+        } => run_adapt(&component, &output, oci.as_deref(), &tag, &config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,8 +235,13 @@ fn validate(path: &Path) -> anyhow::Result<()> {
     let engine = WeftEngine::new(EngineSettings::default())?;
     let host = PluginHost::new(engine, MetricsRegistry::default())?;
     let plugins = weft_host::collector::load_processors(&config, &host)?;
+    let proxies = weft_host::collector::load_filters(&config, &host)?;
+    let proxies = match proxies.len() {
+        0 => String::new(),
+        n => format!(", {n} proxies"),
+    };
     println!(
-        "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+        "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines{proxies})",
         path.display(),
         config.receivers.len(),
         plugins.len(),
@@ -232,6 +262,9 @@ fn run_collector(path: Option<&Path>, drain_seconds: u64) -> anyhow::Result<()> 
         let running = weft_host::collector::start(&config, &host).await?;
         for (id, proto, addr) in &running.listeners {
             eprintln!("weft: receiver {id} ({proto}) on {addr}");
+        }
+        for p in &running.proxies {
+            eprintln!("weft: proxy {} on {} ({} filters)", p.id, p.address, p.filters.len());
         }
         if let Some(m) = running.metrics_address {
             eprintln!("weft: metrics on http://{m}/metrics");
@@ -266,5 +299,55 @@ fn run_inspect(component: &Path, json: bool) -> anyhow::Result<()> {
     } else {
         print!("{}", report.render(&what));
     }
+    Ok(())
+}
+
+/// `weft adapt`.
+fn run_adapt(
+    component: &Path,
+    output: &Path,
+    oci: Option<&Path>,
+    tag: &str,
+    config: &str,
+) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let started = Instant::now();
+    let adapted = weft_adapt::adapt(&bytes)
+        .with_context(|| format!("adapting {}", component.display()))?;
+    std::fs::write(output, &adapted.module)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let name = component
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("weft_filter")
+        .replace('-', "_");
+    eprintln!(
+        "adapted {} ({} bytes, main module {} bytes) -> {} ({} bytes, Proxy-Wasm 0.2.1, verified) in {:.1} ms",
+        component.display(),
+        bytes.len(),
+        adapted.main_module_size,
+        output.display(),
+        adapted.module.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if let Some(dir) = oci {
+        let image = weft_adapt::oci::write_layout(dir, &adapted.module, tag, &name)
+            .with_context(|| format!("writing the OCI layout {}", dir.display()))?;
+        eprintln!(
+            "OCI image layout {} (tag {}, manifest {}); push with `oras cp --from-oci-layout {}:{} <registry>/<repo>:{}`",
+            dir.display(),
+            image.tag,
+            image.manifest_digest,
+            dir.display(),
+            image.tag,
+            image.tag
+        );
+    }
+    let path = std::fs::canonicalize(output).unwrap_or_else(|_| output.to_path_buf());
+    print!(
+        "{}",
+        weft_adapt::envoy_snippet(&name, &path.display().to_string(), config)
+    );
     Ok(())
 }

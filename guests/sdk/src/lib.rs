@@ -32,8 +32,10 @@
 //! The export macros run `wit_bindgen::generate!` in the plugin's crate with
 //! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
 
+pub mod http;
 mod value;
 
+pub use http::{Action, HttpFilter, LocalResponse};
 pub use value::{AnyValue, AttributesExt};
 
 #[doc(hidden)]
@@ -53,6 +55,7 @@ pub mod bindings {
                 import weft:plugin/metrics@0.1.0;
                 import weft:plugin/keyvalue@0.1.0;
                 import weft:plugin/clock@0.1.0;
+                import weft:plugin/http@0.1.0;
             }
         ",
         path: "../../wit",
@@ -203,7 +206,7 @@ pub fn __init<T: Plugin>(
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weft_bindings {
-    ($world:literal) => {
+    ($world:literal $(, $iface:literal => $path:path)*) => {
         $crate::__wit_bindgen::generate!({
             world: $world,
             path: "../../wit",
@@ -215,6 +218,7 @@ macro_rules! __weft_bindings {
                 "weft:plugin/metrics@0.1.0": ::weft_guest::bindings::weft::plugin::metrics,
                 "weft:plugin/keyvalue@0.1.0": ::weft_guest::bindings::weft::plugin::keyvalue,
                 "weft:plugin/clock@0.1.0": ::weft_guest::bindings::weft::plugin::clock,
+                $($iface: $path,)*
             },
             generate_all,
         });
@@ -311,6 +315,92 @@ macro_rules! export_otlp_processor {
                     $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
                         <$ty as $crate::LogTransform>::process_logs(p, batch)
                     })
+                }
+            }
+            __weft_bindings::export!($ty with_types_in __weft_bindings);
+        }
+    };
+}
+
+/// Exports `$ty` (an [`HttpFilter`]) as a component of the world `weft:plugin/http-filter`: it
+/// runs in weft's filter proxy, and in Envoy after `weft adapt`.
+#[macro_export]
+macro_rules! export_http_filter {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __weft_export {
+            use super::*;
+            mod __weft_bindings {
+                $crate::__weft_bindings!(
+                    "weft:plugin/http-filter@0.1.0",
+                    "weft:plugin/http@0.1.0" => ::weft_guest::bindings::weft::plugin::http
+                );
+            }
+            $crate::__weft_lifecycle!($ty);
+            use __weft_bindings::exports::weft::plugin::filter as __filter;
+
+            /// The per-stream state of `$ty`.
+            pub struct __WeftStream(::std::cell::RefCell<<$ty as $crate::HttpFilter>::Stream>);
+
+            fn __action(a: $crate::Action) -> __filter::Action {
+                match a {
+                    $crate::Action::Continue => __filter::Action::Continue,
+                    $crate::Action::Pause => __filter::Action::Pause,
+                    $crate::Action::Respond(r) => __filter::Action::Respond(__filter::LocalResponse {
+                        status: r.status,
+                        headers: r.headers,
+                        body: r.body,
+                        details: r.details,
+                    }),
+                }
+            }
+
+            fn __call<R>(f: impl FnOnce(&mut $ty) -> R) -> R {
+                __WEFT_PLUGIN.with(|c| {
+                    let mut plugin = c.borrow_mut();
+                    match plugin.as_mut() {
+                        Some(p) => f(p),
+                        None => panic!("weft: the proxy called the filter before init"),
+                    }
+                })
+            }
+
+            impl __filter::GuestHttpStream for __WeftStream {
+                fn new() -> Self {
+                    __WeftStream(::std::cell::RefCell::new(__call(|p| {
+                        <$ty as $crate::HttpFilter>::new_stream(p)
+                    })))
+                }
+                fn on_request_headers(&self, n: u32, eos: bool) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_headers(p, &mut self.0.borrow_mut(), n, eos)))
+                }
+                fn on_request_body(&self, n: u32, eos: bool) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_body(p, &mut self.0.borrow_mut(), n, eos)))
+                }
+                fn on_request_trailers(&self, n: u32) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_trailers(p, &mut self.0.borrow_mut(), n)))
+                }
+                fn on_response_headers(&self, n: u32, eos: bool) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_headers(p, &mut self.0.borrow_mut(), n, eos)))
+                }
+                fn on_response_body(&self, n: u32, eos: bool) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_body(p, &mut self.0.borrow_mut(), n, eos)))
+                }
+                fn on_response_trailers(&self, n: u32) -> __filter::Action {
+                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_trailers(p, &mut self.0.borrow_mut(), n)))
+                }
+                fn on_done(&self) {
+                    __call(|p| <$ty as $crate::HttpFilter>::on_done(p, &mut self.0.borrow_mut()))
+                }
+            }
+
+            impl __filter::Guest for $ty {
+                type HttpStream = __WeftStream;
+                fn on_tick() {
+                    __call(|p| <$ty as $crate::HttpFilter>::on_tick(p))
+                }
+                fn on_http_call_response(token: u32, status: u16, body: Vec<u8>) {
+                    __call(|p| <$ty as $crate::HttpFilter>::on_http_call_response(p, token, status, body))
                 }
             }
             __weft_bindings::export!($ty with_types_in __weft_bindings);
