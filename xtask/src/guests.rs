@@ -75,3 +75,43 @@ pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBu
     guests.sort();
     Ok(guests)
 }
+
+/// Builds one guest package as a plain core module for `target` (e.g. `wasm32-unknown-unknown`,
+/// where rustc emits no component) and returns the module's path. The module carries
+/// wit-bindgen's component-type section, so `wit-component` (or `wasm-tools component new`)
+/// makes a component of it.
+pub fn build_core_guest(
+    workspace: &Path,
+    cargo: &str,
+    package: &str,
+    target: &str,
+) -> Result<PathBuf, String> {
+    let target_dir = guest_target_dir(workspace);
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--package", package, "--target", target, "--profile", GUEST_PROFILE])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building {package} for {target} failed ({status}); `rustup target add {target}`"
+        ));
+    }
+    Ok(target_dir
+        .join(target)
+        .join(GUEST_PROFILE)
+        .join(format!("{}.wasm", package.replace('-', "_"))))
+}
