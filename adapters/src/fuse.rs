@@ -33,7 +33,10 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
         match payload {
             Payload::ModuleSection { unchecked_range, .. } => {
                 if depth == 0 {
-                    modules.push(&component[unchecked_range]);
+                    let module = component.get(unchecked_range).ok_or_else(|| {
+                        AdaptError::Invalid("a core module runs past the end (truncated file?)".into())
+                    })?;
+                    modules.push(module);
                 }
                 depth += 1;
             }

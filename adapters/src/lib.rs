@@ -111,6 +111,10 @@ pub fn envoy_snippet(name: &str, module_path: &str, configuration: &str) -> Stri
     config:
       name: {name}
       root_id: {name}
+      # weft filters may pause on the request headers and decide on the body; without this,
+      # Envoy turns that pause into StopAllIterationAndWatermark and never calls the body
+      # callbacks.
+      allow_on_headers_stop_iteration: true
       # Fail closed: a plugin that traps answers 503 (set true to pass requests unfiltered).
       fail_open: false
       configuration:
