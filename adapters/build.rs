@@ -6,7 +6,10 @@ use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let ws = manifest.parent().map(Path::to_path_buf).expect("adapters/ is in the workspace");
+    let ws = manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("adapters/ is in the workspace");
     println!("cargo:rerun-if-changed={}", manifest.join("glue").display());
     let target_dir = ws.join("target").join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -26,6 +29,7 @@ fn main() {
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_MAKEFLAGS",
         "MAKEFLAGS",
         "MFLAGS",

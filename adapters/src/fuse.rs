@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
 use wasm_encoder::{
-    CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, EntityType,
-    ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType,
-    ImportSection, Instruction, MemorySection, Module as Encoder, StartSection, TableSection,
-    TypeSection, ValType,
+    CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, EntityType, ExportKind,
+    ExportSection, Function, FunctionSection, GlobalSection, GlobalType, ImportSection,
+    Instruction, MemorySection, Module as Encoder, StartSection, TableSection, TypeSection,
+    ValType,
 };
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
 
@@ -31,10 +31,14 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
     for payload in Parser::new(0).parse_all(component) {
         let payload = payload.map_err(|e| AdaptError::Invalid(e.to_string()))?;
         match payload {
-            Payload::ModuleSection { unchecked_range, .. } => {
+            Payload::ModuleSection {
+                unchecked_range, ..
+            } => {
                 if depth == 0 {
                     let module = component.get(unchecked_range).ok_or_else(|| {
-                        AdaptError::Invalid("a core module runs past the end (truncated file?)".into())
+                        AdaptError::Invalid(
+                            "a core module runs past the end (truncated file?)".into(),
+                        )
                     })?;
                     modules.push(module);
                 }
@@ -164,7 +168,10 @@ impl Reencode for Remap {
         if memory == 0 {
             Ok(0)
         } else {
-            Err(ReencodeError::UserError(format!("{}: memory {memory}", self.name)))
+            Err(ReencodeError::UserError(format!(
+                "{}: memory {memory}",
+                self.name
+            )))
         }
     }
 }
@@ -233,7 +240,9 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
     for imp in main.imports.iter() {
         let TypeRef::Func(_) = imp.ty else { continue };
         let key = format!("{}#{}", normalize(imp.module), imp.name);
-        let out = glue_exports.get(key.as_str()).and_then(|&i| glue_func_out(i));
+        let out = glue_exports
+            .get(key.as_str())
+            .and_then(|&i| glue_func_out(i));
         match out {
             Some(o) => {
                 resolved.push((format!("{}#{}", imp.module, imp.name), key));
@@ -278,10 +287,12 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
 
     // Globals: the main module's, then the glue's (its stack pointer is the guest's), then the
     // glue's root pointer.
-    let main_sp = main.stack_pointer().ok_or_else(|| AdaptError::Unsupported {
-        import: "__stack_pointer".into(),
-        why: "the main module has no recognizable shadow-stack pointer",
-    })?;
+    let main_sp = main
+        .stack_pointer()
+        .ok_or_else(|| AdaptError::Unsupported {
+            import: "__stack_pointer".into(),
+            why: "the main module has no recognizable shadow-stack pointer",
+        })?;
     let glue_sp = glue
         .stack_pointer()
         .ok_or_else(|| AdaptError::Glue("has no __stack_pointer".into()))?;
@@ -305,7 +316,13 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
     let t_get = main_types + glue_types; // () -> i32
     let t_set = t_get + 1; // (i32) -> ()
 
-    let mut rm = Remap { funcs: main_funcs, globals: main_globals, types_offset: 0, name: "main module", tables: true };
+    let mut rm = Remap {
+        funcs: main_funcs,
+        globals: main_globals,
+        types_offset: 0,
+        name: "main module",
+        tables: true,
+    };
     let mut rg = Remap {
         funcs: glue_funcs,
         globals: glue_globals,
@@ -374,7 +391,11 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         }
     }
     globals.global(
-        GlobalType { val_type: ValType::I32, mutable: true, shared: false },
+        GlobalType {
+            val_type: ValType::I32,
+            mutable: true,
+            shared: false,
+        },
         &ConstExpr::i32_const(0),
     );
     out.section(&globals);
@@ -400,7 +421,9 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
     out.section(&exports);
 
     if let Some(start) = main.start {
-        out.section(&StartSection { function_index: rm.funcs[start as usize] });
+        out.section(&StartSection {
+            function_index: rm.funcs[start as usize],
+        });
     }
     if let Some(r) = main.elements.clone() {
         let mut elems = ElementSection::new();
@@ -440,7 +463,11 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
     }
 
     let _ = f_noop_post;
-    Ok(Adapted { module: out.finish(), resolved, main_module_size: main_bytes.len() })
+    Ok(Adapted {
+        module: out.finish(),
+        resolved,
+        main_module_size: main_bytes.len(),
+    })
 }
 
 /// The glue must follow the rules that let it live inside the guest's module.
@@ -452,12 +479,16 @@ fn check_glue(glue: &Module) -> Result<(), AdaptError> {
         )));
     }
     if glue.num_memories > 0 {
-        return Err(AdaptError::Glue("defines a memory instead of importing env.memory".into()));
+        return Err(AdaptError::Glue(
+            "defines a memory instead of importing env.memory".into(),
+        ));
     }
     // wasm-ld always declares an indirect-function table; with no elements it is unused (and any
     // instruction that uses a table fails the glue's re-encoding).
     if glue.num_table_imports > 0 || glue.elements.is_some() {
-        return Err(AdaptError::Glue("has table elements (function pointers are not allowed)".into()));
+        return Err(AdaptError::Glue(
+            "has table elements (function pointers are not allowed)".into(),
+        ));
     }
     if glue.start.is_some() {
         return Err(AdaptError::Glue("has a start function".into()));

@@ -57,7 +57,9 @@ pub enum AdaptError {
     )]
     ManyMemories(usize),
     /// The component targets another world.
-    #[error("the component targets the world `{found}`, not `{WORLD}`: only HTTP filters run in Envoy")]
+    #[error(
+        "the component targets the world `{found}`, not `{WORLD}`: only HTTP filters run in Envoy"
+    )]
     WrongWorld {
         /// The world (or interface) the component exports.
         found: String,

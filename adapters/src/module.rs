@@ -1,9 +1,9 @@
 //! A parsed core module: what the fuser needs of it, borrowed from the input bytes.
 
 use wasmparser::{
-    BinaryReaderError, DataSectionReader, ElementSectionReader, Export, ExternalKind,
-    FunctionBody, GlobalSectionReader, GlobalType, Import, KnownCustom, MemorySectionReader, Name,
-    Parser, Payload, TableSectionReader, TypeRef, TypeSectionReader, ValType,
+    BinaryReaderError, DataSectionReader, ElementSectionReader, Export, ExternalKind, FunctionBody,
+    GlobalSectionReader, GlobalType, Import, KnownCustom, MemorySectionReader, Name, Parser,
+    Payload, TableSectionReader, TypeRef, TypeSectionReader, ValType,
 };
 
 /// A core module's parts.
@@ -122,7 +122,11 @@ impl<'a> Module<'a> {
     /// The shadow-stack pointer: the global named `__stack_pointer`, or else (stripped modules)
     /// global 0 if it is a mutable i32, which is where wasm-ld always puts it.
     pub fn stack_pointer(&self) -> Option<u32> {
-        if let Some((i, _)) = self.global_names.iter().find(|(_, n)| n == "__stack_pointer") {
+        if let Some((i, _)) = self
+            .global_names
+            .iter()
+            .find(|(_, n)| n == "__stack_pointer")
+        {
             return Some(*i);
         }
         if self.num_global_imports == 0 {

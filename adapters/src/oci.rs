@@ -77,5 +77,9 @@ pub fn write_layout(dir: &Path, module: &[u8], tag: &str, plugin_name: &str) -> 
         }],
     }))?;
     std::fs::write(dir.join("index.json"), index)?;
-    Ok(Image { manifest_digest, layer_digest, tag: tag.to_string() })
+    Ok(Image {
+        manifest_digest,
+        layer_digest,
+        tag: tag.to_string(),
+    })
 }

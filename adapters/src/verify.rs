@@ -16,18 +16,38 @@ pub const PROXY_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("proxy_get_buffer_bytes", &[I32, I32, I32, I32, I32], &[I32]),
     ("proxy_set_buffer_bytes", &[I32, I32, I32, I32, I32], &[I32]),
     ("proxy_get_header_map_pairs", &[I32, I32, I32], &[I32]),
-    ("proxy_get_header_map_value", &[I32, I32, I32, I32, I32], &[I32]),
-    ("proxy_replace_header_map_value", &[I32, I32, I32, I32, I32], &[I32]),
-    ("proxy_add_header_map_value", &[I32, I32, I32, I32, I32], &[I32]),
+    (
+        "proxy_get_header_map_value",
+        &[I32, I32, I32, I32, I32],
+        &[I32],
+    ),
+    (
+        "proxy_replace_header_map_value",
+        &[I32, I32, I32, I32, I32],
+        &[I32],
+    ),
+    (
+        "proxy_add_header_map_value",
+        &[I32, I32, I32, I32, I32],
+        &[I32],
+    ),
     ("proxy_remove_header_map_value", &[I32, I32, I32], &[I32]),
-    ("proxy_send_local_response", &[I32, I32, I32, I32, I32, I32, I32, I32], &[I32]),
+    (
+        "proxy_send_local_response",
+        &[I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+    ),
     ("proxy_get_property", &[I32, I32, I32, I32], &[I32]),
     ("proxy_get_shared_data", &[I32, I32, I32, I32, I32], &[I32]),
     ("proxy_set_shared_data", &[I32, I32, I32, I32, I32], &[I32]),
     ("proxy_define_metric", &[I32, I32, I32, I32], &[I32]),
     ("proxy_increment_metric", &[I32, I64], &[I32]),
     ("proxy_record_metric", &[I32, I64], &[I32]),
-    ("proxy_http_call", &[I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], &[I32]),
+    (
+        "proxy_http_call",
+        &[I32, I32, I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+    ),
 ];
 
 /// Functions the output exports for the host, with their signatures; all are required.
@@ -47,7 +67,11 @@ pub const PROXY_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("proxy_on_done", &[I32], &[I32]),
     ("proxy_on_log", &[I32], &[]),
     ("proxy_on_delete", &[I32], &[]),
-    ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
+    (
+        "proxy_on_http_call_response",
+        &[I32, I32, I32, I32, I32],
+        &[],
+    ),
 ];
 
 fn sig_matches(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -73,7 +97,9 @@ pub fn verify(module: &[u8]) -> Result<(), AdaptError> {
     }
     let m = Module::parse(module).map_err(|e| AdaptError::Verify(e.to_string()))?;
     let func_type = |idx: u32| -> Option<&FuncType> {
-        m.func_types.get(idx as usize).and_then(|t| m.types.get(*t as usize))
+        m.func_types
+            .get(idx as usize)
+            .and_then(|t| m.types.get(*t as usize))
     };
     let mut func_import = 0u32;
     for imp in &m.imports {
@@ -81,14 +107,17 @@ pub fn verify(module: &[u8]) -> Result<(), AdaptError> {
         let wasmparser::TypeRef::Func(t) = imp.ty else {
             return fail(format!("unexpected non-function import `{name}`"));
         };
-        let Some((_, params, results)) =
-            PROXY_IMPORTS.iter().find(|(n, _, _)| imp.module == "env" && *n == imp.name)
+        let Some((_, params, results)) = PROXY_IMPORTS
+            .iter()
+            .find(|(n, _, _)| imp.module == "env" && *n == imp.name)
         else {
             return fail(format!("unexpected import `{name}`"));
         };
         let ty = &m.types[t as usize];
         if !sig_matches(ty, params, results) {
-            return fail(format!("import `{name}` has signature {ty}, not the Proxy-Wasm one"));
+            return fail(format!(
+                "import `{name}` has signature {ty}, not the Proxy-Wasm one"
+            ));
         }
         func_import += 1;
     }
@@ -110,13 +139,17 @@ pub fn verify(module: &[u8]) -> Result<(), AdaptError> {
                 }
             }
             wasmparser::ExternalKind::Func => {
-                let Some((_, params, results)) = PROXY_EXPORTS.iter().find(|(n, _, _)| *n == e.name)
+                let Some((_, params, results)) =
+                    PROXY_EXPORTS.iter().find(|(n, _, _)| *n == e.name)
                 else {
                     return fail(format!("unexpected export `{}`", e.name));
                 };
                 let ok = func_type(e.index).is_some_and(|t| sig_matches(t, params, results));
                 if !ok {
-                    return fail(format!("export `{}` does not have its Proxy-Wasm signature", e.name));
+                    return fail(format!(
+                        "export `{}` does not have its Proxy-Wasm signature",
+                        e.name
+                    ));
                 }
             }
             _ => return fail(format!("unexpected export `{}`", e.name)),

@@ -13,7 +13,8 @@ pub struct Inspection {
     pub size: usize,
     /// SHA-256, hex.
     pub sha256: String,
-    /// The weft world it targets (`span-processor`, `log-transform`, `otlp-processor`), or `none`.
+    /// The weft world it targets (`span-processor`, `log-transform`, `otlp-processor`,
+    /// `http-filter`), or `none`.
     pub world: String,
     /// Versions of the `weft:plugin` package it uses (from its import and export names).
     pub weft_versions: Vec<String>,
@@ -45,10 +46,12 @@ pub fn inspect(engine: &WeftEngine, what: &str, bytes: &[u8]) -> Result<Inspecti
     let spans = exports.iter().any(|e| e == names::SPANS);
     let logs = exports.iter().any(|e| e == names::LOGS);
     let lifecycle = exports.iter().any(|e| e == names::LIFECYCLE);
+    let filter = exports.iter().any(|e| e == names::FILTER);
     let world = match (lifecycle, spans, logs) {
         (true, true, true) => "otlp-processor",
         (true, true, false) => "span-processor",
         (true, false, true) => "log-transform",
+        (true, false, false) if filter => "http-filter",
         _ => "none (not a weft plugin)",
     };
     let mut weft_versions: Vec<String> = imports

@@ -8,6 +8,8 @@
 //! - [`Plugin::process_traces`] / [`Plugin::process_logs`] run a plugin over OTLP requests with
 //!   its CPU deadline, memory cap and [`FailPolicy`]; [`convert`] is the lossless OTLP ↔ WIT
 //!   mapping; [`MetricsRegistry`] holds the self-metrics in Prometheus form.
+//! - [`proxy`]: the HTTP filter proxy, running `http-filter` components ([`Filter`]) with
+//!   Envoy's filter-chain semantics on the same instance pool and limits.
 
 pub mod bindings;
 pub mod builtin;
@@ -20,6 +22,7 @@ pub mod kv;
 pub mod metrics;
 pub mod otlp_io;
 pub mod plugin;
+pub mod proxy;
 mod state;
 
 pub use engine::{EngineSettings, WeftEngine};
@@ -29,3 +32,4 @@ pub use plugin::{
     BatchReport, Capabilities, FailPolicy, InstanceReuse, Plugin, PluginHost, PluginSettings,
     ProcessError, Worlds,
 };
+pub use proxy::Filter;

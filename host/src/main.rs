@@ -264,7 +264,7 @@ fn run_collector(path: Option<&Path>, drain_seconds: u64) -> anyhow::Result<()> 
             eprintln!("weft: receiver {id} ({proto}) on {addr}");
         }
         for p in &running.proxies {
-            eprintln!("weft: proxy {} on {} ({} filters)", p.id, p.address, p.filters.len());
+            eprintln!("weft: proxy {} on {}", p.id, p.address);
         }
         if let Some(m) = running.metrics_address {
             eprintln!("weft: metrics on http://{m}/metrics");
@@ -313,8 +313,8 @@ fn run_adapt(
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let started = Instant::now();
-    let adapted = weft_adapt::adapt(&bytes)
-        .with_context(|| format!("adapting {}", component.display()))?;
+    let adapted =
+        weft_adapt::adapt(&bytes).with_context(|| format!("adapting {}", component.display()))?;
     std::fs::write(output, &adapted.module)
         .with_context(|| format!("writing {}", output.display()))?;
     let name = component

@@ -28,14 +28,17 @@ use crate::kv::KvStore;
 use crate::metrics::{MetricsRegistry, PluginMetrics};
 use crate::state::{HostState, PluginShared, stdio};
 
-/// What to do with a batch when the plugin fails on it (trap, error, malformed output).
+/// What to do with a batch (or, for an HTTP filter, a stream) when the plugin fails on it
+/// (trap, error, malformed output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailPolicy {
-    /// Pass the batch on unchanged (telemetry keeps flowing, unprocessed). The default.
+    /// Pass the batch on unchanged (telemetry keeps flowing, unprocessed). The default. An HTTP
+    /// filter is skipped for the rest of the stream.
     #[default]
     Open,
-    /// Drop the batch (nothing unprocessed leaves, e.g. for PII masking).
+    /// Drop the batch (nothing unprocessed leaves, e.g. for PII masking). An HTTP stream is
+    /// answered 503.
     Closed,
 }
 
@@ -63,6 +66,10 @@ pub struct Capabilities {
     /// Whether the guest may open sockets and resolve names through WASI.
     #[serde(default)]
     pub network: bool,
+    /// The `host:port` upstreams an HTTP filter may call with `dispatch-http-call` (`*`: any).
+    /// Default none, as Envoy only calls clusters its configuration names.
+    #[serde(default)]
+    pub http_calls: Vec<String>,
 }
 
 /// How to run one plugin. `PluginSettings::new(name)` documents the defaults.
@@ -150,6 +157,13 @@ impl PluginHost {
             &mut linker,
             |s| s,
         )?;
+        // The `http` interface of the http-filter world. The other interfaces that world imports
+        // are the ones above, so one linker (and one `HostState`) serves every weft world; outside
+        // the filter proxy its functions act on no stream.
+        bindings::http::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Ok(PluginHost {
             engine,
@@ -216,6 +230,46 @@ impl PluginHost {
                 found: exports.join(", "),
             });
         }
+        let core = self.instances(what, component, settings, None)?;
+        let compile_err = |e: wasmtime::Error| LoadError::Compile {
+            what: what.to_string(),
+            message: format!("{e:#}"),
+        };
+        let spans = worlds
+            .spans
+            .then(|| spans::GuestIndices::new(&core.pre))
+            .transpose()
+            .map_err(compile_err)?;
+        let logs = worlds
+            .logs
+            .then(|| logs::GuestIndices::new(&core.pre))
+            .transpose()
+            .map_err(compile_err)?;
+        // Create the first instance now: this runs `init`, so a bad configuration fails the load.
+        core.start()?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                core,
+                spans,
+                logs,
+                worlds,
+                digest: loaded.digest,
+                cache_hit: loaded.cache_hit,
+                size: bytes.len(),
+            }),
+        })
+    }
+
+    /// What every world needs once its exports are checked: the settings validated, the
+    /// component linked, the shared state (metrics, key-value store by name) and an empty pool.
+    /// `filter` is the filter proxy's per-filter state (`None` for OTLP plugins).
+    pub(crate) fn instances(
+        &self,
+        what: &str,
+        component: &wasmtime::component::Component,
+        settings: PluginSettings,
+        filter: Option<Arc<crate::proxy::FilterShared>>,
+    ) -> Result<Instances, LoadError> {
         if settings.fuel.is_some() && !self.engine.fuel_enabled() {
             return Err(LoadError::Settings {
                 plugin: settings.name.clone(),
@@ -230,7 +284,6 @@ impl PluginHost {
                 message: format!("config must be a JSON object, got `{}`", settings.config),
             });
         }
-
         let pre = self
             .linker
             .instantiate_pre(component)
@@ -238,22 +291,10 @@ impl PluginHost {
                 what: what.to_string(),
                 message: format!("{e:#}"),
             })?;
-        let compile_err = |e: wasmtime::Error| LoadError::Compile {
+        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| LoadError::Compile {
             what: what.to_string(),
             message: format!("{e:#}"),
-        };
-        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(compile_err)?;
-        let spans = worlds
-            .spans
-            .then(|| spans::GuestIndices::new(&pre))
-            .transpose()
-            .map_err(compile_err)?;
-        let logs = worlds
-            .logs
-            .then(|| logs::GuestIndices::new(&pre))
-            .transpose()
-            .map_err(compile_err)?;
-
+        })?;
         let kv = self
             .kv
             .lock()
@@ -267,36 +308,15 @@ impl PluginHost {
             config: settings.config.clone(),
             metrics: self.metrics.plugin(&settings.name),
             kv,
+            filter,
         });
-        let plugin = Plugin {
-            inner: Arc::new(PluginInner {
-                shared,
-                settings,
-                pre,
-                lifecycle,
-                spans,
-                logs,
-                worlds,
-                pool: Mutex::new(Vec::new()),
-                digest: loaded.digest,
-                cache_hit: loaded.cache_hit,
-                size: bytes.len(),
-            }),
-        };
-        // Create the first instance now: this runs `init`, so a bad configuration fails the load.
-        let first = plugin.inner.instantiate().map_err(|e| match e {
-            CallError::Guest {
-                kind: "invalid-config",
-                message,
-                plugin,
-            } => LoadError::InvalidConfig { plugin, message },
-            other => LoadError::Init {
-                plugin: plugin.inner.settings.name.clone(),
-                source: Box::new(other),
-            },
-        })?;
-        plugin.inner.give_back(first);
-        Ok(plugin)
+        Ok(Instances {
+            shared,
+            settings,
+            pre,
+            lifecycle,
+            pool: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -307,23 +327,30 @@ pub struct Plugin {
 }
 
 struct PluginInner {
-    shared: Arc<PluginShared>,
-    settings: PluginSettings,
-    pre: InstancePre<HostState>,
-    lifecycle: lifecycle::GuestIndices,
+    core: Instances,
     spans: Option<spans::GuestIndices>,
     logs: Option<logs::GuestIndices>,
     worlds: Worlds,
-    pool: Mutex<Vec<Warm>>,
     digest: String,
     cache_hit: bool,
     size: usize,
 }
 
+/// The part of a loaded plugin that does not depend on its world: its settings, the linked
+/// component and the pool of warm instances, with the limits every call runs under. OTLP
+/// plugins ([`Plugin`]) and HTTP filters ([`crate::proxy::Filter`]) are both built on one.
+pub(crate) struct Instances {
+    pub(crate) shared: Arc<PluginShared>,
+    pub(crate) settings: PluginSettings,
+    pub(crate) pre: InstancePre<HostState>,
+    lifecycle: lifecycle::GuestIndices,
+    pool: Mutex<Vec<Warm>>,
+}
+
 /// An initialised instance and its store.
-struct Warm {
-    store: Store<HostState>,
-    instance: Instance,
+pub(crate) struct Warm {
+    pub(crate) store: Store<HostState>,
+    pub(crate) instance: Instance,
     metrics: Arc<PluginMetrics>,
 }
 
@@ -353,7 +380,7 @@ pub struct BatchReport {
 impl Plugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.inner.settings.name
+        &self.inner.core.settings.name
     }
 
     /// Which interfaces the component exports.
@@ -363,7 +390,7 @@ impl Plugin {
 
     /// The settings it runs with.
     pub fn settings(&self) -> &PluginSettings {
-        &self.inner.settings
+        &self.inner.core.settings
     }
 
     /// SHA-256 of the component, hex.
@@ -383,16 +410,12 @@ impl Plugin {
 
     /// The plugin's metrics.
     pub fn metrics(&self) -> &Arc<PluginMetrics> {
-        &self.inner.shared.metrics
+        &self.inner.core.shared.metrics
     }
 
     /// Warm instances in the pool right now.
     pub fn idle_instances(&self) -> usize {
-        self.inner
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.core.idle()
     }
 
     /// Creates a new instance and drops it; with `init`, also runs `init` (what a call costs in
@@ -400,10 +423,11 @@ impl Plugin {
     #[doc(hidden)]
     pub fn bench_instantiate(&self, init: bool) -> Result<(), CallError> {
         if init {
-            return self.inner.instantiate().map(drop);
+            return self.inner.core.instantiate().map(drop);
         }
-        let mut store = self.inner.new_store();
+        let mut store = self.inner.core.new_store();
         self.inner
+            .core
             .pre
             .instantiate(&mut store)
             .map(drop)
@@ -463,7 +487,7 @@ impl Plugin {
         req: ExportTraceServiceRequest,
     ) -> Result<(ExportTraceServiceRequest, BatchReport), ConvertError> {
         self.traces_inner(req, |e, n| {
-            Ok::<_, Infallible>(self.inner.on_failure(&e, n))
+            Ok::<_, Infallible>(self.inner.core.on_failure(&e, n))
         })
         .map_err(|e| match e {
             ProcessError::Convert(c) => c,
@@ -518,6 +542,7 @@ impl Plugin {
             let converted = self.call_spans(&batch).and_then(|b| {
                 batch_spans_to_pb(b, resource.as_ref(), original.scope.is_some()).map_err(|e| {
                     self.inner
+                        .core
                         .shared
                         .metrics
                         .malformed_outputs
@@ -567,7 +592,7 @@ impl Plugin {
         req: ExportLogsServiceRequest,
     ) -> Result<(ExportLogsServiceRequest, BatchReport), ConvertError> {
         self.logs_inner(req, |e, n| {
-            Ok::<_, Infallible>(self.inner.on_failure(&e, n))
+            Ok::<_, Infallible>(self.inner.core.on_failure(&e, n))
         })
         .map_err(|e| match e {
             ProcessError::Convert(c) => c,
@@ -620,6 +645,7 @@ impl Plugin {
             let converted = self.call_logs(&batch).and_then(|b| {
                 batch_logs_to_pb(b, resource.as_ref(), original.scope.is_some()).map_err(|e| {
                     self.inner
+                        .core
                         .shared
                         .metrics
                         .malformed_outputs
@@ -720,6 +746,46 @@ fn batch_logs_to_pb(
 }
 
 impl PluginInner {
+    /// Takes an instance, runs `f` under the limits, and accounts for the outcome. `f` returns
+    /// the guest's result and the number of items it returned.
+    fn call<T>(
+        &self,
+        items_in: usize,
+        f: impl FnOnce(
+            &mut Store<HostState>,
+            &Instance,
+        ) -> wasmtime::Result<Result<(T, usize), GuestError>>,
+    ) -> Result<T, CallError> {
+        let core = &self.core;
+        let metrics = &core.shared.metrics;
+        let mut warm = core.take()?;
+        let result = core.run(&mut warm, f);
+        metrics
+            .items_in
+            .fetch_add(items_in as u64, Ordering::Relaxed);
+        match result {
+            Ok(Ok((value, items_out))) => {
+                metrics
+                    .items_out
+                    .fetch_add(items_out as u64, Ordering::Relaxed);
+                metrics
+                    .items_dropped
+                    .fetch_add(items_in.saturating_sub(items_out) as u64, Ordering::Relaxed);
+                core.give_back(warm);
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                metrics.guest_errors.fetch_add(1, Ordering::Relaxed);
+                core.give_back(warm);
+                Err(guest_error(&core.settings.name, e))
+            }
+            // The instance is dropped here: a trapped instance is never reused.
+            Err(trap) => Err(trap),
+        }
+    }
+}
+
+impl Instances {
     /// Epoch ticks for one call: the deadline rounded up, plus the tick already under way.
     fn deadline_ticks(&self) -> u64 {
         let tick = EPOCH_TICK.as_nanos().max(1);
@@ -728,7 +794,7 @@ impl PluginInner {
 
     /// A store for a new instance: WASI with only the granted capabilities, stdio to the log,
     /// the memory limiter and the epoch deadline.
-    fn new_store(&self) -> Store<HostState> {
+    pub(crate) fn new_store(&self) -> Store<HostState> {
         let name = &self.settings.name;
         let mut wasi = WasiCtxBuilder::new();
         let plugin_name: Arc<str> = Arc::from(name.as_str());
@@ -767,7 +833,7 @@ impl PluginInner {
     }
 
     /// A new instance with `init` done.
-    fn instantiate(&self) -> Result<Warm, CallError> {
+    pub(crate) fn instantiate(&self) -> Result<Warm, CallError> {
         let name = &self.settings.name;
         let mut store = self.new_store();
         let metrics = self.shared.metrics.clone();
@@ -799,33 +865,69 @@ impl PluginInner {
         }
     }
 
+    /// Creates and initialises the first instance (at load: a configuration `init` rejects
+    /// fails the load with the plugin's own message) and pools it.
+    pub(crate) fn start(&self) -> Result<(), LoadError> {
+        let first = self.instantiate().map_err(|e| match e {
+            CallError::Guest {
+                kind: "invalid-config",
+                message,
+                plugin,
+            } => LoadError::InvalidConfig { plugin, message },
+            other => LoadError::Init {
+                plugin: self.settings.name.clone(),
+                source: Box::new(other),
+            },
+        })?;
+        self.give_back(first);
+        Ok(())
+    }
+
+    /// A warm instance from the pool, or a new one.
+    pub(crate) fn take(&self) -> Result<Warm, CallError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(w) => Ok(w),
+            None => self.instantiate(),
+        }
+    }
+
+    /// The pooled instance whose store has `instance_id`, if it is idle right now.
+    pub(crate) fn take_idle(&self, instance_id: u64) -> Option<Warm> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let at = pool
+            .iter()
+            .position(|w| w.store.data().instance_id == instance_id)?;
+        Some(pool.swap_remove(at))
+    }
+
+    /// Warm instances in the pool right now.
+    pub(crate) fn idle(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Returns an instance to the pool (or drops it when the pool is full or reuse is off).
-    fn give_back(&self, warm: Warm) {
+    /// Returns whether it was kept.
+    pub(crate) fn give_back(&self, warm: Warm) -> bool {
         if let InstanceReuse::Pool { max_idle } = self.settings.reuse {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < max_idle {
                 pool.push(warm);
+                return true;
             }
         }
+        false
     }
 
-    /// Takes an instance, runs `f` under the deadline, and accounts for the outcome. `f` returns
-    /// the guest's result and the number of items it returned.
-    fn call<T>(
+    /// Runs `f` on `warm` under the deadline and fuel budget, and counts it (calls, duration,
+    /// memory). A trap comes back classified and counted as `CallError::Trapped`: the caller
+    /// must then drop the instance, never reuse it.
+    pub(crate) fn run<R>(
         &self,
-        items_in: usize,
-        f: impl FnOnce(
-            &mut Store<HostState>,
-            &Instance,
-        ) -> wasmtime::Result<Result<(T, usize), GuestError>>,
-    ) -> Result<T, CallError> {
-        let name = &self.settings.name;
+        warm: &mut Warm,
+        f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let metrics = &self.shared.metrics;
-        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut warm = match pooled {
-            Some(w) => w,
-            None => self.instantiate()?,
-        };
         warm.store.set_epoch_deadline(self.deadline_ticks());
         self.refuel(&mut warm.store);
         let memory_before = warm.store.data().limiter.memory_bytes;
@@ -834,44 +936,22 @@ impl PluginInner {
         let result = f(&mut warm.store, &warm.instance);
         metrics.observe_duration(start.elapsed());
         metrics.calls.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .items_in
-            .fetch_add(items_in as u64, Ordering::Relaxed);
         let memory_after = warm.store.data().limiter.memory_bytes;
         metrics.memory_bytes.fetch_add(
             memory_after as i64 - memory_before as i64,
             Ordering::Relaxed,
         );
-
-        match result {
-            Ok(Ok((value, items_out))) => {
-                metrics
-                    .items_out
-                    .fetch_add(items_out as u64, Ordering::Relaxed);
-                metrics
-                    .items_dropped
-                    .fetch_add(items_in.saturating_sub(items_out) as u64, Ordering::Relaxed);
-                self.give_back(warm);
-                Ok(value)
+        result.map_err(|trap| {
+            let err = classify_trap(&self.settings.name, &warm.store, trap);
+            if let CallError::Trapped { kind, .. } = &err {
+                metrics.trap_counter(*kind).fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
-                metrics.guest_errors.fetch_add(1, Ordering::Relaxed);
-                self.give_back(warm);
-                Err(guest_error(name, e))
-            }
-            Err(trap) => {
-                // The instance is dropped here: a trapped instance is never reused.
-                let err = classify_trap(name, &warm.store, trap);
-                if let CallError::Trapped { kind, .. } = &err {
-                    metrics.trap_counter(*kind).fetch_add(1, Ordering::Relaxed);
-                }
-                Err(err)
-            }
-        }
+            err
+        })
     }
 
-    /// Logs and counts a failed batch; returns the policy to apply.
-    fn on_failure(&self, err: &CallError, items: u64) -> FailPolicy {
+    /// Logs and counts a failed batch (or HTTP stream); returns the policy to apply.
+    pub(crate) fn on_failure(&self, err: &CallError, items: u64) -> FailPolicy {
         let policy = self.settings.fail_policy;
         let m = &self.shared.metrics;
         match policy {
@@ -900,7 +980,11 @@ fn guest_error(plugin: &str, e: GuestError) -> CallError {
 }
 
 /// Sorts a wasmtime error from a guest call into a [`TrapKind`].
-fn classify_trap(plugin: &str, store: &Store<HostState>, err: wasmtime::Error) -> CallError {
+pub(crate) fn classify_trap(
+    plugin: &str,
+    store: &Store<HostState>,
+    err: wasmtime::Error,
+) -> CallError {
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => TrapKind::Deadline,
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,

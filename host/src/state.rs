@@ -24,6 +24,9 @@ pub struct PluginShared {
     pub metrics: Arc<PluginMetrics>,
     /// The plugin's key-value store (kept across reloads).
     pub kv: Arc<KvStore>,
+    /// For an HTTP filter, what its instances share in the filter proxy (tick period, HTTP
+    /// calls); `None` for OTLP plugins.
+    pub filter: Option<Arc<crate::proxy::FilterShared>>,
 }
 
 /// The data of one plugin instance's store.
@@ -32,7 +35,15 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// Unique in the process: the answer to an HTTP call goes back to the instance that made it.
+    pub(crate) instance_id: u64,
+    /// The HTTP stream this instance serves while the filter proxy has lent it to one; `None`
+    /// otherwise (and always for OTLP plugins), when the `http` functions act on no stream.
+    pub(crate) stream: Option<crate::proxy::StreamHandle>,
 }
+
+/// The source of [`HostState::instance_id`]s.
+static NEXT_INSTANCE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl HostState {
     /// State for a new instance. `wasi` carries only what the plugin was granted.
@@ -42,6 +53,8 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_cap),
+            instance_id: NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed),
+            stream: None,
         }
     }
 }

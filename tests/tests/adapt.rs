@@ -41,7 +41,10 @@ fn every_http_plugin_adapts_to_a_module_that_imports_only_proxy_wasm() {
         ("http-sampler", guests::HTTP_SAMPLER),
         ("http-pii-mask", guests::HTTP_PII_MASK),
         ("http-fault", guests::HTTP_FAULT),
-        ("ab-router (wasm32-unknown-unknown)", guests::AB_ROUTER_UNKNOWN),
+        (
+            "ab-router (wasm32-unknown-unknown)",
+            guests::AB_ROUTER_UNKNOWN,
+        ),
     ] {
         let adapted = adapt(&read(path)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (imports, exports) = interface(&adapted.module);
@@ -59,7 +62,10 @@ fn every_http_plugin_adapts_to_a_module_that_imports_only_proxy_wasm() {
         );
         // Every WIT import of the component was resolved to the glue.
         assert!(
-            adapted.resolved.iter().any(|(from, _)| from.contains("weft:plugin/config@0.1.0#get-json")),
+            adapted
+                .resolved
+                .iter()
+                .any(|(from, _)| from.contains("weft:plugin/config@0.1.0#get-json")),
             "{name}: {:?}",
             adapted.resolved
         );
@@ -71,9 +77,17 @@ fn every_http_plugin_adapts_to_a_module_that_imports_only_proxy_wasm() {
 fn the_wasm32_unknown_unknown_build_needs_no_wasi_shims() {
     let wasip2 = adapt(&read(guests::AB_ROUTER)).expect("adapts");
     let unknown = adapt(&read(guests::AB_ROUTER_UNKNOWN)).expect("adapts");
-    assert!(wasip2.resolved.iter().any(|(from, _)| from.starts_with("wasi:")));
     assert!(
-        !unknown.resolved.iter().any(|(from, _)| from.starts_with("wasi:")),
+        wasip2
+            .resolved
+            .iter()
+            .any(|(from, _)| from.starts_with("wasi:"))
+    );
+    assert!(
+        !unknown
+            .resolved
+            .iter()
+            .any(|(from, _)| from.starts_with("wasi:")),
         "{:?}",
         unknown.resolved
     );
@@ -89,7 +103,10 @@ fn components_of_other_worlds_are_refused_with_the_world_named() {
     ];
     for (path, world) in cases {
         let err = adapt(&read(path)).expect_err("not an http-filter");
-        assert!(matches!(err, AdaptError::WrongWorld { .. }), "{path}: {err:?}");
+        assert!(
+            matches!(err, AdaptError::WrongWorld { .. }),
+            "{path}: {err:?}"
+        );
         let msg = err.to_string();
         assert!(msg.contains(world), "{path}: {msg}");
         assert!(msg.contains("weft:plugin/http-filter@0.1.0"), "{msg}");
@@ -111,7 +128,10 @@ fn core_modules_and_garbage_are_refused() {
     let err = adapt(&core).expect_err("a core module");
     assert!(matches!(err, AdaptError::CoreModule), "{err}");
     assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
-    assert!(matches!(adapt(b"hello world, not wasm"), Err(AdaptError::NotWasm)));
+    assert!(matches!(
+        adapt(b"hello world, not wasm"),
+        Err(AdaptError::NotWasm)
+    ));
     let mut truncated = read(guests::AB_ROUTER);
     truncated.truncate(truncated.len() / 2);
     let err = adapt(&truncated).expect_err("truncated");
@@ -122,9 +142,26 @@ fn core_modules_and_garbage_are_refused() {
 fn minimal_proxy_module(extra: &str) -> String {
     let mut funcs = String::new();
     for (name, params, results) in PROXY_EXPORTS {
-        let params: Vec<&str> = params.iter().map(|p| if *p == wasmparser::ValType::I64 { "i64" } else { "i32" }).collect();
-        let p = if params.is_empty() { String::new() } else { format!("(param {})", params.join(" ")) };
-        let (r, body) = if results.is_empty() { (String::new(), "") } else { ("(result i32)".to_string(), "i32.const 0") };
+        let params: Vec<&str> = params
+            .iter()
+            .map(|p| {
+                if *p == wasmparser::ValType::I64 {
+                    "i64"
+                } else {
+                    "i32"
+                }
+            })
+            .collect();
+        let p = if params.is_empty() {
+            String::new()
+        } else {
+            format!("(param {})", params.join(" "))
+        };
+        let (r, body) = if results.is_empty() {
+            (String::new(), "")
+        } else {
+            ("(result i32)".to_string(), "i32.const 0")
+        };
         funcs.push_str(&format!("(func (export \"{name}\") {p} {r} {body})\n"));
     }
     format!("(module {extra}\n(memory (export \"memory\") 1)\n{funcs})")
@@ -144,7 +181,10 @@ fn verify_accepts_exactly_the_proxy_wasm_shape_and_names_what_is_wrong() {
             r#"(import "env" "proxy_log" (func (param i32 i32) (result i32)))"#,
             "import `env.proxy_log` has signature",
         ),
-        (r#"(func (export "cabi_realloc"))"#, "unexpected export `cabi_realloc`"),
+        (
+            r#"(func (export "cabi_realloc"))"#,
+            "unexpected export `cabi_realloc`",
+        ),
         // A second memory (imported): Envoy's modules have exactly one.
         (r#"(import "env" "memory" (memory 1))"#, "multiple memories"),
     ];
@@ -155,9 +195,13 @@ fn verify_accepts_exactly_the_proxy_wasm_shape_and_names_what_is_wrong() {
     }
 
     // A missing entry point.
-    let text = minimal_proxy_module("").replace("(func (export \"proxy_on_tick\") (param i32)  )\n", "");
+    let text =
+        minimal_proxy_module("").replace("(func (export \"proxy_on_tick\") (param i32)  )\n", "");
     let err = verify(&wat::parse_str(&text).expect("wat")).expect_err("no proxy_on_tick");
-    assert!(err.to_string().contains("missing export `proxy_on_tick`"), "{err}");
+    assert!(
+        err.to_string().contains("missing export `proxy_on_tick`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,19 +210,28 @@ fn the_oci_layout_holds_the_module_under_its_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = weft_adapt::oci::write_layout(dir.path(), &adapted.module, "v1", "ab_router")
         .expect("writes");
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("index.json")).expect("index.json"),
-    )
-    .expect("json");
-    assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "v1");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("index.json"))
+            .expect("json");
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "v1"
+    );
     let manifest_hex = image.manifest_digest.trim_start_matches("sha256:");
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("blobs/sha256").join(manifest_hex)).expect("manifest"),
     )
     .expect("json");
-    assert_eq!(manifest["layers"][0]["mediaType"], weft_adapt::oci::LAYER_MEDIA_TYPE);
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        weft_adapt::oci::LAYER_MEDIA_TYPE
+    );
     let layer_hex = image.layer_digest.trim_start_matches("sha256:");
     let layer = std::fs::read(dir.path().join("blobs/sha256").join(layer_hex)).expect("layer");
     assert_eq!(layer, adapted.module, "the layer is the module itself");
-    assert!(std::fs::read_to_string(dir.path().join("oci-layout")).expect("oci-layout").contains("1.0.0"));
+    assert!(
+        std::fs::read_to_string(dir.path().join("oci-layout"))
+            .expect("oci-layout")
+            .contains("1.0.0")
+    );
 }

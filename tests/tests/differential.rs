@@ -10,7 +10,9 @@
 
 use std::path::Path;
 
-use weft_tests::envoy::{Envoy, EnvoyConfig, HttpResponse, Seen, Upstream, WasmFilter, http_request};
+use weft_tests::envoy::{
+    Envoy, EnvoyConfig, HttpResponse, Seen, Upstream, WasmFilter, http_request,
+};
 use weft_tests::guests;
 
 /// Headers a proxy adds or rewrites by itself, not because of the filter.
@@ -36,11 +38,21 @@ struct Req {
 }
 
 fn get(path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
-    Req { method: "GET", path, headers: headers.to_vec(), body: b"" }
+    Req {
+        method: "GET",
+        path,
+        headers: headers.to_vec(),
+        body: b"",
+    }
 }
 
 fn post(path: &'static str, headers: &[(&'static str, &'static str)], body: &'static [u8]) -> Req {
-    Req { method: "POST", path, headers: headers.to_vec(), body }
+    Req {
+        method: "POST",
+        path,
+        headers: headers.to_vec(),
+        body,
+    }
 }
 
 /// What one proxy did with one request.
@@ -74,7 +86,10 @@ fn outcome(resp: HttpResponse, before: usize, seen: &[Seen]) -> Outcome {
             String::from_utf8_lossy(&s.body).into_owned(),
         )
     });
-    let body = match (&upstream, serde_json::from_slice::<serde_json::Value>(&resp.body)) {
+    let body = match (
+        &upstream,
+        serde_json::from_slice::<serde_json::Value>(&resp.body),
+    ) {
         // The echo carries the headers each proxy added; compare the rest.
         (Some(_), Ok(mut echo)) if echo.get("headers").is_some() => {
             if let Some(o) = echo.as_object_mut() {
@@ -88,11 +103,19 @@ fn outcome(resp: HttpResponse, before: usize, seen: &[Seen]) -> Outcome {
         .headers
         .iter()
         .filter(|(n, _)| {
-            n == "retry-after" || n.starts_with("x-ratelimit") || n.starts_with("x-stream") || n == "content-type" && upstream.is_none()
+            n == "retry-after"
+                || n.starts_with("x-ratelimit")
+                || n.starts_with("x-stream")
+                || n == "content-type" && upstream.is_none()
         })
         .cloned()
         .collect();
-    Outcome { status: resp.status, body, response_headers, upstream }
+    Outcome {
+        status: resp.status,
+        body,
+        response_headers,
+        upstream,
+    }
 }
 
 /// Runs `corpus` through weft's proxy and through Envoy with `component` and `config`.
@@ -104,25 +127,37 @@ fn differential(component: &str, config: &str, corpus: &[Req]) {
 
     let envoy_up = Upstream::start().expect("upstream");
     let envoy = Envoy::start(
-        &EnvoyConfig::new(envoy_up.addr()).wasm(WasmFilter::new("filter", &module, config)).to_yaml(),
+        &EnvoyConfig::new(envoy_up.addr())
+            .wasm(WasmFilter::new("filter", &module, config))
+            .to_yaml(),
         1,
     )
     .expect("envoy");
 
     let weft_up = Upstream::start().expect("upstream");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let running = rt.block_on(start_weft(component, config, weft_up.addr(), dir.path()));
     let weft_addr = running.proxies[0].address;
 
     for (i, req) in corpus.iter().enumerate() {
         let headers: Vec<(&str, &str)> = req.headers.clone();
         let before = weft_up.seen().len();
-        let w = http_request(weft_addr, req.method, req.path, &headers, req.body).expect("weft answers");
+        let w = http_request(weft_addr, req.method, req.path, &headers, req.body)
+            .expect("weft answers");
         let w = outcome(w, before, &weft_up.seen());
         let before = envoy_up.seen().len();
-        let e = http_request(envoy.listener(), req.method, req.path, &headers, req.body).expect("envoy answers");
+        let e = http_request(envoy.listener(), req.method, req.path, &headers, req.body)
+            .expect("envoy answers");
         let e = outcome(e, before, &envoy_up.seen());
-        assert_eq!(w, e, "request {i} ({} {}) differs: left weft, right Envoy", req.method, req.path);
+        assert_eq!(
+            w, e,
+            "request {i} ({} {}) differs: left weft, right Envoy",
+            req.method, req.path
+        );
     }
     rt.block_on(async move { drop(running) });
 }
@@ -140,16 +175,27 @@ async fn start_weft(
     );
     let config = weft_host::collector::Config::parse(&yaml, dir).expect("config");
     let engine = weft_host::WeftEngine::new(weft_host::EngineSettings::default()).expect("engine");
-    let host = weft_host::PluginHost::new(engine, weft_host::MetricsRegistry::default()).expect("host");
-    weft_host::collector::start(&config, &host).await.expect("start")
+    let host =
+        weft_host::PluginHost::new(engine, weft_host::MetricsRegistry::default()).expect("host");
+    weft_host::collector::start(&config, &host)
+        .await
+        .expect("start")
 }
 
 #[test]
 fn ab_router_behaves_the_same_in_weft_and_envoy() {
-    let users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
-    let mut corpus: Vec<Req> = users.iter().map(|u| get("/", &[("x-user-id", u)])).collect();
+    let users = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let mut corpus: Vec<Req> = users
+        .iter()
+        .map(|u| get("/", &[("x-user-id", u)]))
+        .collect();
     corpus.push(get("/no-user", &[]));
-    corpus.push(get("/override", &[("x-user-id", "alice"), ("x-backend-version", "v9")]));
+    corpus.push(get(
+        "/override",
+        &[("x-user-id", "alice"), ("x-backend-version", "v9")],
+    ));
     differential(
         guests::AB_ROUTER,
         r#"{"salt":"s1","split":[{"version":"v1","percent":50},{"version":"v2","percent":50}]}"#,
@@ -178,25 +224,68 @@ fn pii_mask_behaves_the_same_in_weft_and_envoy() {
     let json = [("content-type", "application/json")];
     let text = [("content-type", "text/plain")];
     let corpus = vec![
-        post("/a", &json, br#"{"card":"4111 1111 1111 1111","phone":"13812345678"}"#),
-        post("/b", &text, b"mail me at someone@example.com or call 13912345678"),
-        post("/c", &json, br#"{"nested":{"list":["5500-0000-0000-0004","ok"]},"n":1}"#),
+        post(
+            "/a",
+            &json,
+            br#"{"card":"4111 1111 1111 1111","phone":"13812345678"}"#,
+        ),
+        post(
+            "/b",
+            &text,
+            b"mail me at someone@example.com or call 13912345678",
+        ),
+        post(
+            "/c",
+            &json,
+            br#"{"nested":{"list":["5500-0000-0000-0004","ok"]},"n":1}"#,
+        ),
         post("/d", &json, b"not json but 4111111111111111"),
         get("/e", &[]),
         post("/f", &text, b""),
     ];
-    differential(guests::HTTP_PII_MASK, r#"{"request":true,"response":true}"#, &corpus);
+    differential(
+        guests::HTTP_PII_MASK,
+        r#"{"request":true,"response":true}"#,
+        &corpus,
+    );
 }
 
 #[test]
 fn sampler_behaves_the_same_in_weft_and_envoy() {
     let corpus = vec![
-        get("/", &[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]),
-        get("/", &[("traceparent", "00-0af7651916cd43dd00000000000000ff-b7ad6b7169203331-01")]),
-        get("/", &[("traceparent", "00-0af7651916cd43ddffffffffffffffff-b7ad6b7169203331-00")]),
+        get(
+            "/",
+            &[(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )],
+        ),
+        get(
+            "/",
+            &[(
+                "traceparent",
+                "00-0af7651916cd43dd00000000000000ff-b7ad6b7169203331-01",
+            )],
+        ),
+        get(
+            "/",
+            &[(
+                "traceparent",
+                "00-0af7651916cd43ddffffffffffffffff-b7ad6b7169203331-00",
+            )],
+        ),
         get("/", &[("traceparent", "garbage")]),
         get("/", &[]),
-        get("/", &[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), ("x-b3-sampled", "1")]),
+        get(
+            "/",
+            &[
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+                ("x-b3-sampled", "1"),
+            ],
+        ),
     ];
     differential(guests::HTTP_SAMPLER, r#"{"percentage":50}"#, &corpus);
 }
@@ -208,5 +297,9 @@ fn local_responses_and_stream_state_behave_the_same_in_weft_and_envoy() {
         get("/", &[("x-fault", "1"), ("x-request-marker", "m2")]),
         get("/", &[("x-request-marker", "m3")]),
     ];
-    differential(guests::HTTP_FAULT, r#"{"fault":"respond","when_header":"x-fault"}"#, &corpus);
+    differential(
+        guests::HTTP_FAULT,
+        r#"{"fault":"respond","when_header":"x-fault"}"#,
+        &corpus,
+    );
 }

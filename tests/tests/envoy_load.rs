@@ -58,7 +58,10 @@ fn load(addr: std::net::SocketAddr, round: usize, per_connection: usize) -> (u64
                         }
                     };
                     let good = resp.status() == 200
-                        && resp.headers().get("x-stream-marker").and_then(|v| v.to_str().ok())
+                        && resp
+                            .headers()
+                            .get("x-stream-marker")
+                            .and_then(|v| v.to_str().ok())
                             == Some(marker.as_str());
                     let _ = resp.into_body().collect().await;
                     if good {
@@ -73,7 +76,11 @@ fn load(addr: std::net::SocketAddr, round: usize, per_connection: usize) -> (u64
             let _ = t.await;
         }
     });
-    (ok.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    (
+        ok.load(Ordering::Relaxed),
+        wrong.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    )
 }
 
 /// Every `wasmcustom.memory_pages.vm.*` gauge: one per Envoy worker VM.
@@ -97,8 +104,11 @@ fn a_thousand_concurrent_streams_keep_their_own_state_and_memory_stays_flat() {
     let path = dir.path().join("fault.proxy.wasm");
     std::fs::write(&path, module).expect("write");
     let upstream = Upstream::start().expect("upstream");
-    let cfg = EnvoyConfig::new(upstream.addr())
-        .wasm(WasmFilter::new("fault", &path, r#"{"fault":"none","report_memory":true}"#));
+    let cfg = EnvoyConfig::new(upstream.addr()).wasm(WasmFilter::new(
+        "fault",
+        &path,
+        r#"{"fault":"none","report_memory":true}"#,
+    ));
     let envoy = Envoy::start(&cfg.to_yaml(), 2).expect("envoy");
 
     // Warm up: 10 k requests, 1000 at a time.

@@ -38,6 +38,7 @@ pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBu
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_MAKEFLAGS",
         "MAKEFLAGS",
         "MFLAGS",
@@ -89,13 +90,22 @@ pub fn build_core_guest(
     let target_dir = guest_target_dir(workspace);
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--package", package, "--target", target, "--profile", GUEST_PROFILE])
+        .args([
+            "build",
+            "--package",
+            package,
+            "--target",
+            target,
+            "--profile",
+            GUEST_PROFILE,
+        ])
         .env("CARGO_TARGET_DIR", &target_dir);
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_MAKEFLAGS",
         "MAKEFLAGS",
         "MFLAGS",

@@ -22,12 +22,42 @@ unsafe extern "C" {
     fn proxy_get_log_level(ret: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(ms: u32) -> u32;
-    fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, ret_ptr: *mut *mut u8, ret_len: *mut usize) -> u32;
-    fn proxy_set_buffer_bytes(kind: u32, start: usize, len: usize, ptr: *const u8, size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        kind: u32,
+        start: usize,
+        max: usize,
+        ret_ptr: *mut *mut u8,
+        ret_len: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        kind: u32,
+        start: usize,
+        len: usize,
+        ptr: *const u8,
+        size: usize,
+    ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret_ptr: *mut *mut u8, ret_len: *mut usize) -> u32;
-    fn proxy_get_header_map_value(map: u32, k: *const u8, kl: usize, ret_ptr: *mut *mut u8, ret_len: *mut usize) -> u32;
-    fn proxy_replace_header_map_value(map: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) -> u32;
-    fn proxy_add_header_map_value(map: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        k: *const u8,
+        kl: usize,
+        ret_ptr: *mut *mut u8,
+        ret_len: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        k: *const u8,
+        kl: usize,
+        v: *const u8,
+        vl: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map: u32,
+        k: *const u8,
+        kl: usize,
+        v: *const u8,
+        vl: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(map: u32, k: *const u8, kl: usize) -> u32;
     fn proxy_send_local_response(
         status: u32,
@@ -39,8 +69,19 @@ unsafe extern "C" {
         headers_len: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_get_property(path: *const u8, len: usize, ret_ptr: *mut *mut u8, ret_len: *mut usize) -> u32;
-    fn proxy_get_shared_data(k: *const u8, kl: usize, ret_ptr: *mut *mut u8, ret_len: *mut usize, ret_cas: *mut u32) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        len: usize,
+        ret_ptr: *mut *mut u8,
+        ret_len: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        k: *const u8,
+        kl: usize,
+        ret_ptr: *mut *mut u8,
+        ret_len: *mut usize,
+        ret_cas: *mut u32,
+    ) -> u32;
     fn proxy_set_shared_data(k: *const u8, kl: usize, v: *const u8, vl: usize, cas: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, len: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, delta: i64) -> u32;
@@ -220,7 +261,7 @@ unsafe fn push_byte(b: &mut Buf, byte: u8) {
 /// A guest-owned copy of `len` bytes (the guest frees it). Empty → the dangling pointer 1.
 unsafe fn copy_out(src: *const u8, len: usize) -> *mut u8 {
     if len == 0 {
-        return 1 as *mut u8;
+        return core::ptr::dangling_mut::<u8>();
     }
     let p = alloc(len, 1);
     core::ptr::copy_nonoverlapping(src, p, len);
@@ -229,7 +270,11 @@ unsafe fn copy_out(src: *const u8, len: usize) -> *mut u8 {
 
 /// Writes a `list` result `(ptr, len)` at `ret`, with a non-null pointer for empty lists.
 unsafe fn write_list(ret: *mut u8, ptr: *mut u8, len: usize) {
-    let ptr = if len == 0 || ptr.is_null() { 1 as *mut u8 } else { ptr };
+    let ptr = if len == 0 || ptr.is_null() {
+        core::ptr::dangling_mut::<u8>()
+    } else {
+        ptr
+    };
     wr(ret as *mut u32, ptr as u32);
     wr(ret.add(4) as *mut u32, len as u32);
 }
@@ -278,9 +323,17 @@ unsafe fn serialize_pairs(b: &mut Buf, list: *const u8, n: usize) {
     }
     for i in 0..n {
         let e = list.add(i * 16);
-        push(b, rd(e as *const u32) as *const u8, rd(e.add(4) as *const u32) as usize);
+        push(
+            b,
+            rd(e as *const u32) as *const u8,
+            rd(e.add(4) as *const u32) as usize,
+        );
         push_byte(b, 0);
-        push(b, rd(e.add(8) as *const u32) as *const u8, rd(e.add(12) as *const u32) as usize);
+        push(
+            b,
+            rd(e.add(8) as *const u32) as *const u8,
+            rd(e.add(12) as *const u32) as usize,
+        );
         push_byte(b, 0);
     }
 }
@@ -413,7 +466,11 @@ unsafe fn ctx_remove_at(s: &mut State, mut i: usize) {
         }
         let home = slot(k, s.ctx_cap);
         // Move j into the hole at i if j's home is not in the cyclic range (i, j].
-        let in_range = if i <= j { i < home && home <= j } else { i < home || home <= j };
+        let in_range = if i <= j {
+            i < home && home <= j
+        } else {
+            i < home || home <= j
+        };
         if !in_range {
             *s.ctx_keys.add(i) = k;
             *s.ctx_vals.add(i) = *s.ctx_vals.add(j);
@@ -604,7 +661,9 @@ unsafe fn respond(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn proxy_on_request_headers(ctx: u32, n: u32, eos: u32) -> u32 {
-    action(g_req_headers(rep_of(ctx), n, eos), |r| g_req_headers_post(r))
+    action(g_req_headers(rep_of(ctx), n, eos), |r| {
+        g_req_headers_post(r)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -619,7 +678,9 @@ pub unsafe extern "C" fn proxy_on_request_trailers(ctx: u32, n: u32) -> u32 {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn proxy_on_response_headers(ctx: u32, n: u32, eos: u32) -> u32 {
-    action(g_resp_headers(rep_of(ctx), n, eos), |r| g_resp_headers_post(r))
+    action(g_resp_headers(rep_of(ctx), n, eos), |r| {
+        g_resp_headers_post(r)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -656,7 +717,13 @@ pub unsafe extern "C" fn proxy_on_delete(ctx: u32) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn proxy_on_http_call_response(_ctx: u32, token: u32, headers: u32, body_size: usize, _trailers: u32) {
+pub unsafe extern "C" fn proxy_on_http_call_response(
+    _ctx: u32,
+    token: u32,
+    headers: u32,
+    body_size: usize,
+    _trailers: u32,
+) {
     let mut status = 0u32;
     if headers > 0 {
         // ":status" as 7 bytes, built in the scratch buffer.
@@ -664,7 +731,13 @@ pub unsafe extern "C" fn proxy_on_http_call_response(_ctx: u32, token: u32, head
         s.key = 0x7375746174733a; // ":status"
         let key = &s.key as *const u64 as *const u8;
         let rc = with_scratch_alloc(|s| {
-            proxy_get_header_map_value(MAP_CALL_RESPONSE_HEADERS, key, 7, &mut s.ret_ptr, &mut s.ret_len)
+            proxy_get_header_map_value(
+                MAP_CALL_RESPONSE_HEADERS,
+                key,
+                7,
+                &mut s.ret_ptr,
+                &mut s.ret_len,
+            )
         });
         let s = st();
         if rc == OK {
@@ -679,10 +752,16 @@ pub unsafe extern "C" fn proxy_on_http_call_response(_ctx: u32, token: u32, head
     let s = st();
     s.ret_ptr = null_mut();
     s.ret_len = 0;
-    let mut body = 1 as *mut u8;
+    let mut body = core::ptr::dangling_mut::<u8>();
     let mut len = 0;
     if body_size > 0
-        && proxy_get_buffer_bytes(BUF_CALL_RESPONSE_BODY, 0, body_size, &mut s.ret_ptr, &mut s.ret_len) == OK
+        && proxy_get_buffer_bytes(
+            BUF_CALL_RESPONSE_BODY,
+            0,
+            body_size,
+            &mut s.ret_ptr,
+            &mut s.ret_len,
+        ) == OK
         && !s.ret_ptr.is_null()
     {
         body = s.ret_ptr;
@@ -755,8 +834,8 @@ pub unsafe extern "C" fn config_get(key: *const u8, key_len: usize, ret: *mut u8
         if !j.string_into(&mut s.scratch) {
             return;
         }
-        let same = s.scratch.len == key_len
-            && (0..key_len).all(|k| *s.scratch.ptr.add(k) == *key.add(k));
+        let same =
+            s.scratch.len == key_len && (0..key_len).all(|k| *s.scratch.ptr.add(k) == *key.add(k));
         j.ws();
         if !j.eat(b':') {
             return;
@@ -855,10 +934,14 @@ impl Json {
                         b'b' => 8,
                         b'f' => 12,
                         b'u' => {
-                            let Some(mut cp) = self.hex4() else { return false };
+                            let Some(mut cp) = self.hex4() else {
+                                return false;
+                            };
                             if (0xD800..0xDC00).contains(&cp) && self.eat(b'\\') && self.eat(b'u') {
                                 let Some(lo) = self.hex4() else { return false };
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3ff);
+                                cp = 0x10000
+                                    + ((cp - 0xD800) << 10)
+                                    + (lo.wrapping_sub(0xDC00) & 0x3ff);
                             }
                             push_utf8(out, cp);
                             continue;
@@ -875,7 +958,9 @@ impl Json {
     fn skip_value(&mut self) -> bool {
         let mut depth = 0u32;
         loop {
-            let Some(c) = self.peek() else { return depth == 0 };
+            let Some(c) = self.peek() else {
+                return depth == 0;
+            };
             match c {
                 b'"' => {
                     self.i += 1;
@@ -943,18 +1028,36 @@ fn fnv(mut h: u64, p: *const u8, n: usize) -> u64 {
     h
 }
 
-unsafe fn metric_id(kind: u32, name: *const u8, name_len: usize, labels: *const u8, n: usize) -> Option<u32> {
+unsafe fn metric_id(
+    kind: u32,
+    name: *const u8,
+    name_len: usize,
+    labels: *const u8,
+    n: usize,
+) -> Option<u32> {
     let s = st();
     s.scratch.len = 0;
     push(&mut s.scratch, name, name_len);
     for i in 0..n {
         let e = labels.add(i * 16);
         push_byte(&mut s.scratch, b'.');
-        push(&mut s.scratch, rd(e as *const u32) as *const u8, rd(e.add(4) as *const u32) as usize);
+        push(
+            &mut s.scratch,
+            rd(e as *const u32) as *const u8,
+            rd(e.add(4) as *const u32) as usize,
+        );
         push_byte(&mut s.scratch, b'.');
-        push(&mut s.scratch, rd(e.add(8) as *const u32) as *const u8, rd(e.add(12) as *const u32) as usize);
+        push(
+            &mut s.scratch,
+            rd(e.add(8) as *const u32) as *const u8,
+            rd(e.add(12) as *const u32) as usize,
+        );
     }
-    let hash = fnv(0xcbf2_9ce4_8422_2325 ^ kind as u64, s.scratch.ptr, s.scratch.len);
+    let hash = fnv(
+        0xcbf2_9ce4_8422_2325 ^ kind as u64,
+        s.scratch.ptr,
+        s.scratch.len,
+    );
     for i in 0..s.metrics_len {
         if *s.metrics.add(2 * i) == hash {
             return Some(*s.metrics.add(2 * i + 1) as u32);
@@ -964,7 +1067,11 @@ unsafe fn metric_id(kind: u32, name: *const u8, name_len: usize, labels: *const 
         return None;
     }
     if s.metrics_len == s.metrics_cap {
-        let cap = if s.metrics_cap == 0 { 16 } else { s.metrics_cap * 2 };
+        let cap = if s.metrics_cap == 0 {
+            16
+        } else {
+            s.metrics_cap * 2
+        };
         s.metrics = cabi_realloc(s.metrics as *mut u8, s.metrics_cap * 16, 8, cap * 16) as *mut u64;
         s.metrics_cap = cap;
     }
@@ -975,21 +1082,39 @@ unsafe fn metric_id(kind: u32, name: *const u8, name_len: usize, labels: *const 
 }
 
 #[unsafe(export_name = "weft:plugin/metrics@0.1.0#counter-add")]
-pub unsafe extern "C" fn metrics_counter_add(name: *const u8, nl: usize, labels: *const u8, n: usize, delta: u64) {
+pub unsafe extern "C" fn metrics_counter_add(
+    name: *const u8,
+    nl: usize,
+    labels: *const u8,
+    n: usize,
+    delta: u64,
+) {
     if let Some(id) = metric_id(METRIC_COUNTER, name, nl, labels, n) {
         proxy_increment_metric(id, delta as i64);
     }
 }
 
 #[unsafe(export_name = "weft:plugin/metrics@0.1.0#gauge-set")]
-pub unsafe extern "C" fn metrics_gauge_set(name: *const u8, nl: usize, labels: *const u8, n: usize, value: i64) {
+pub unsafe extern "C" fn metrics_gauge_set(
+    name: *const u8,
+    nl: usize,
+    labels: *const u8,
+    n: usize,
+    value: i64,
+) {
     if let Some(id) = metric_id(METRIC_GAUGE, name, nl, labels, n) {
         proxy_record_metric(id, value as u64);
     }
 }
 
 #[unsafe(export_name = "weft:plugin/metrics@0.1.0#histogram-record")]
-pub unsafe extern "C" fn metrics_histogram_record(name: *const u8, nl: usize, labels: *const u8, n: usize, value: u64) {
+pub unsafe extern "C" fn metrics_histogram_record(
+    name: *const u8,
+    nl: usize,
+    labels: *const u8,
+    n: usize,
+    value: u64,
+) {
     if let Some(id) = metric_id(METRIC_HISTOGRAM, name, nl, labels, n) {
         proxy_record_metric(id, value);
     }
@@ -1028,7 +1153,15 @@ pub unsafe extern "C" fn kv_get(key: *const u8, kl: usize, ret: *mut u8) {
 /// `set: func(key, value, cas: option<u32>) -> result<_, error>`. `some(0)` ("only if absent")
 /// has no Proxy-Wasm equivalent: it is a read then an unconditional write (see README).
 #[unsafe(export_name = "weft:plugin/keyvalue@0.1.0#set")]
-pub unsafe extern "C" fn kv_set(key: *const u8, kl: usize, v: *const u8, vl: usize, has_cas: u32, cas: u32, ret: *mut u8) {
+pub unsafe extern "C" fn kv_set(
+    key: *const u8,
+    kl: usize,
+    v: *const u8,
+    vl: usize,
+    has_cas: u32,
+    cas: u32,
+    ret: *mut u8,
+) {
     let s = st();
     if has_cas != 0 && cas == 0 {
         s.ret_ptr = null_mut();
@@ -1068,7 +1201,11 @@ fn map_type(m: u32) -> u32 {
 
 #[inline]
 fn body_type(b: u32) -> u32 {
-    if b == 0 { BUF_REQUEST_BODY } else { BUF_RESPONSE_BODY }
+    if b == 0 {
+        BUF_REQUEST_BODY
+    } else {
+        BUF_RESPONSE_BODY
+    }
 }
 
 #[unsafe(export_name = "weft:plugin/http@0.1.0#get-header")]
@@ -1086,7 +1223,9 @@ pub unsafe extern "C" fn http_get_header(m: u32, k: *const u8, kl: usize, ret: *
 
 #[unsafe(export_name = "weft:plugin/http@0.1.0#get-headers")]
 pub unsafe extern "C" fn http_get_headers(m: u32, ret: *mut u8) {
-    let rc = with_scratch_alloc(|s| proxy_get_header_map_pairs(map_type(m), &mut s.ret_ptr, &mut s.ret_len));
+    let rc = with_scratch_alloc(|s| {
+        proxy_get_header_map_pairs(map_type(m), &mut s.ret_ptr, &mut s.ret_len)
+    });
     let s = st();
     if rc == OK {
         deserialize_pairs(ret, s.ret_ptr, s.ret_len);
@@ -1115,7 +1254,9 @@ pub unsafe extern "C" fn http_get_body(b: u32, start: usize, len: usize, ret: *m
     let s = st();
     s.ret_ptr = null_mut();
     s.ret_len = 0;
-    if len > 0 && proxy_get_buffer_bytes(body_type(b), start, len, &mut s.ret_ptr, &mut s.ret_len) == OK {
+    if len > 0
+        && proxy_get_buffer_bytes(body_type(b), start, len, &mut s.ret_ptr, &mut s.ret_len) == OK
+    {
         write_list(ret, s.ret_ptr, s.ret_len);
     } else {
         write_list(ret, null_mut(), 0);
@@ -1123,7 +1264,13 @@ pub unsafe extern "C" fn http_get_body(b: u32, start: usize, len: usize, ret: *m
 }
 
 #[unsafe(export_name = "weft:plugin/http@0.1.0#replace-body")]
-pub unsafe extern "C" fn http_replace_body(b: u32, start: usize, len: usize, data: *const u8, dl: usize) {
+pub unsafe extern "C" fn http_replace_body(
+    b: u32,
+    start: usize,
+    len: usize,
+    data: *const u8,
+    dl: usize,
+) {
     proxy_set_buffer_bytes(body_type(b), start, len, data, dl);
 }
 
@@ -1150,7 +1297,11 @@ pub unsafe extern "C" fn http_get_property(path: *const u8, n: usize, ret: *mut 
             push_byte(&mut s.scratch, 0);
         }
         let e = path.add(i * 8);
-        push(&mut s.scratch, rd(e as *const u32) as *const u8, rd(e.add(4) as *const u32) as usize);
+        push(
+            &mut s.scratch,
+            rd(e as *const u32) as *const u8,
+            rd(e.add(4) as *const u32) as usize,
+        );
     }
     // The value is a fresh allocation for the guest, so the path may stay in scratch.
     s.ret_ptr = null_mut();
@@ -1187,7 +1338,18 @@ pub unsafe extern "C" fn http_dispatch_http_call(
     // An empty trailer map after the headers.
     let hl = s.scratch.len;
     push_le(&mut s.scratch, 0, 4);
-    let rc = proxy_http_call(up, ul, s.scratch.ptr, hl, body, bl, s.scratch.ptr.add(hl), 4, timeout, &mut s.ret_u32);
+    let rc = proxy_http_call(
+        up,
+        ul,
+        s.scratch.ptr,
+        hl,
+        body,
+        bl,
+        s.scratch.ptr.add(hl),
+        4,
+        timeout,
+        &mut s.ret_u32,
+    );
     if rc == OK {
         *ret = 0;
         wr(ret.add(4) as *mut u32, s.ret_u32);
@@ -1310,7 +1472,12 @@ pub unsafe extern "C" fn wasi_write(h: u32, p: *const u8, len: usize, ret: *mut 
 }
 
 #[unsafe(export_name = "wasi:io/streams@0.2#[method]output-stream.blocking-write-and-flush")]
-pub unsafe extern "C" fn wasi_blocking_write_and_flush(h: u32, p: *const u8, len: usize, ret: *mut u8) {
+pub unsafe extern "C" fn wasi_blocking_write_and_flush(
+    h: u32,
+    p: *const u8,
+    len: usize,
+    ret: *mut u8,
+) {
     write_lines(h, p, len);
     *ret = 0;
 }
@@ -1333,11 +1500,19 @@ pub extern "C" fn wasi_subscribe(_h: u32) -> u32 {
 /// Logs whole lines of stdout (info) and stderr (error); keeps the last partial line.
 unsafe fn write_lines(h: u32, p: *const u8, len: usize) {
     let s = st();
-    let line = if h == 2 { &mut s.err_line } else { &mut s.out_line };
+    let line = if h == 2 {
+        &mut s.err_line
+    } else {
+        &mut s.out_line
+    };
     for i in 0..len {
         let c = *p.add(i);
         if c == b'\n' {
-            proxy_log(if h == 2 { LOG_ERROR } else { LOG_INFO }, line.ptr, line.len);
+            proxy_log(
+                if h == 2 { LOG_ERROR } else { LOG_INFO },
+                line.ptr,
+                line.len,
+            );
             line.len = 0;
         } else {
             push_byte(line, c);
@@ -1347,9 +1522,17 @@ unsafe fn write_lines(h: u32, p: *const u8, len: usize) {
 
 unsafe fn flush_line(h: u32) {
     let s = st();
-    let line = if h == 2 { &mut s.err_line } else { &mut s.out_line };
+    let line = if h == 2 {
+        &mut s.err_line
+    } else {
+        &mut s.out_line
+    };
     if line.len > 0 {
-        proxy_log(if h == 2 { LOG_ERROR } else { LOG_INFO }, line.ptr, line.len);
+        proxy_log(
+            if h == 2 { LOG_ERROR } else { LOG_INFO },
+            line.ptr,
+            line.len,
+        );
         line.len = 0;
     }
 }
@@ -1401,7 +1584,11 @@ pub unsafe extern "C" fn wasi_random_u64() -> u64 {
 #[unsafe(export_name = "wasi:random/random@0.2#get-random-bytes")]
 pub unsafe extern "C" fn wasi_random_bytes(len: u64, ret: *mut u8) {
     let len = len as usize;
-    let p = if len == 0 { 1 as *mut u8 } else { alloc(len, 1) };
+    let p = if len == 0 {
+        core::ptr::dangling_mut::<u8>()
+    } else {
+        alloc(len, 1)
+    };
     for i in 0..len {
         *p.add(i) = next_random() as u8;
     }

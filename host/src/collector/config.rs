@@ -78,6 +78,8 @@ pub struct Config {
     pub exporters: BTreeMap<String, ExporterConfig>,
     /// Pipelines by signal.
     pub pipelines: BTreeMap<Signal, PipelineConfig>,
+    /// HTTP filter proxies by id.
+    pub proxies: BTreeMap<String, ProxyConfig>,
     /// Where self-metrics, /healthz and /readyz are served; `None` disables it.
     pub metrics_address: Option<SocketAddr>,
     /// The file it was read from ([`Config::load`]); `weft run` watches it for changes.
@@ -98,14 +100,45 @@ impl Config {
         Ok(config)
     }
 
-    /// Whether `other` differs from `self` only in its processors' settings (what a running
-    /// collector can apply without new listeners or queues).
+    /// Whether `other` differs from `self` only in its processors' and filters' settings (what a
+    /// running collector can apply without new listeners, queues or filter chains).
     pub fn same_structure(&self, other: &Config) -> bool {
         self.receivers == other.receivers
             && self.exporters == other.exporters
             && self.pipelines == other.pipelines
             && self.metrics_address == other.metrics_address
             && self.processors.keys().eq(other.processors.keys())
+            && self.proxies.len() == other.proxies.len()
+            && self
+                .proxies
+                .iter()
+                .zip(&other.proxies)
+                .all(|((a_id, a), (b_id, b))| a_id == b_id && a.same_structure(b))
+    }
+
+    /// Every Wasm plugin of the configuration, keyed as hot reload and errors name them:
+    /// processors by id, filters as `proxies.<id>.filters.<name>`.
+    pub fn wasm_units(&self) -> BTreeMap<String, (WasmUnit, &WasmProcessorConfig)> {
+        let mut units = BTreeMap::new();
+        for (id, p) in &self.processors {
+            let ProcessorConfig::Wasm(w) = p;
+            units.insert(id.clone(), (WasmUnit::Processor, w));
+        }
+        for (proxy, p) in &self.proxies {
+            for (i, f) in p.filters.iter().enumerate() {
+                units.insert(
+                    filter_key(proxy, &f.name),
+                    (
+                        WasmUnit::Filter {
+                            proxy: proxy.clone(),
+                            index: i,
+                        },
+                        &f.wasm,
+                    ),
+                );
+            }
+        }
+        units
     }
 }
 
@@ -217,6 +250,80 @@ pub struct WasmProcessorConfig {
     pub fail_policy: FailPolicy,
     /// Granted capabilities.
     pub capabilities: Capabilities,
+}
+
+/// What kind of Wasm plugin a [`Config::wasm_units`] entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmUnit {
+    /// A processor in the OTLP pipelines.
+    Processor,
+    /// Filter number `index` of proxy `proxy`.
+    Filter {
+        /// The proxy's id.
+        proxy: String,
+        /// The filter's position in the chain.
+        index: usize,
+    },
+}
+
+/// The key of filter `name` of proxy `proxy` in logs and hot reload, and its plugin name's base.
+pub fn filter_key(proxy: &str, name: &str) -> String {
+    format!("proxies.{proxy}.filters.{name}")
+}
+
+/// An HTTP filter proxy: a listener, one upstream, a chain of Wasm filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Where the proxy listens (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The upstream's `host:port` (from `http://host:port`).
+    pub upstream: String,
+    /// The filters, in request order (responses go through them in reverse).
+    pub filters: Vec<FilterConfig>,
+    /// Deadline for the upstream's whole response (default 15 s, as Envoy's route timeout).
+    pub timeout: Duration,
+    /// Largest request or response body buffered, bytes (default 4 MiB).
+    pub max_body: usize,
+}
+
+impl ProxyConfig {
+    /// Whether `other` has the same listener, upstream, limits and filter names in the same
+    /// order (what hot reload can keep while swapping filter versions and settings).
+    pub fn same_structure(&self, other: &ProxyConfig) -> bool {
+        self.listen == other.listen
+            && self.upstream == other.upstream
+            && self.timeout == other.timeout
+            && self.max_body == other.max_body
+            && self.filters.len() == other.filters.len()
+            && self
+                .filters
+                .iter()
+                .zip(&other.filters)
+                .all(|(a, b)| a.name == b.name)
+    }
+}
+
+/// One filter of a proxy's chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    /// Its name in the chain (unique per proxy): `name:` or the component's file stem. The
+    /// plugin is called `<proxy>/<name>` in logs and metrics.
+    pub name: String,
+    /// The component and its settings, as for a `wasm` processor.
+    pub wasm: WasmProcessorConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: String,
+    upstream: String,
+    #[serde(default)]
+    filters: Vec<serde_norway::Value>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    max_body_mib: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +537,157 @@ fn from_value<T: serde::de::DeserializeOwned>(
     serde_norway::from_value(v).map_err(|e| err(key, e.to_string()))
 }
 
+/// Checks a Wasm plugin's settings (a `wasm` processor, or a proxy filter) at `key`.
+fn wasm_config(
+    key: &str,
+    r: RawWasm,
+    base: &std::path::Path,
+) -> Result<WasmProcessorConfig, ConfigError> {
+    let component = match r.component.strip_prefix("builtin:") {
+        Some(name) if crate::builtin::get(name).is_some() => {
+            ComponentSource::Builtin(name.to_string())
+        }
+        Some(name) => {
+            return Err(err(
+                format!("{key}.component"),
+                format!(
+                    "no built-in plugin `{name}` (there are: {})",
+                    crate::builtin::NAMES.join(", ")
+                ),
+            ));
+        }
+        None => ComponentSource::File(base.join(&r.component)),
+    };
+    let config = match r.config {
+        None => serde_json::json!({}),
+        Some(v) => {
+            serde_json::to_value(v).map_err(|e| err(format!("{key}.config"), e.to_string()))?
+        }
+    };
+    if !config.is_object() {
+        return Err(err(format!("{key}.config"), "must be a mapping"));
+    }
+    let deadline = match r.deadline {
+        None => Duration::from_millis(100),
+        Some(d) => parse_duration(&d).filter(|d| !d.is_zero()).ok_or_else(|| {
+            err(
+                format!("{key}.deadline"),
+                format!("`{d}` is not a duration like 100ms"),
+            )
+        })?,
+    };
+    let memory_limit = r.memory_limit_mib.unwrap_or(64);
+    if memory_limit == 0 || memory_limit > 1024 {
+        return Err(err(
+            format!("{key}.memory_limit_mib"),
+            "must be between 1 and 1024",
+        ));
+    }
+    Ok(WasmProcessorConfig {
+        component,
+        config,
+        deadline,
+        memory_limit: memory_limit << 20,
+        fuel: r.fuel,
+        fail_policy: r.fail_policy,
+        capabilities: r.capabilities,
+    })
+}
+
+/// Checks one proxy at `key` (`proxies.<id>`).
+fn proxy_config(
+    key: &str,
+    r: RawProxy,
+    base: &std::path::Path,
+) -> Result<ProxyConfig, ConfigError> {
+    let listen = r.listen.parse().map_err(|_| {
+        err(
+            format!("{key}.listen"),
+            format!("`{}` is not host:port (e.g. 127.0.0.1:8080)", r.listen),
+        )
+    })?;
+    let upstream = upstream_authority(&r.upstream)
+        .map_err(|m| err(format!("{key}.upstream"), format!("`{}`: {m}", r.upstream)))?;
+    let timeout = match r.timeout {
+        None => Duration::from_secs(15),
+        Some(t) => parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| {
+            err(
+                format!("{key}.timeout"),
+                format!("`{t}` is not a duration like 15s"),
+            )
+        })?,
+    };
+    let max_body_mib = r.max_body_mib.unwrap_or(4);
+    if max_body_mib == 0 || max_body_mib > 1024 {
+        return Err(err(
+            format!("{key}.max_body_mib"),
+            "must be between 1 and 1024",
+        ));
+    }
+    let mut filters: Vec<FilterConfig> = Vec::new();
+    for (i, v) in r.filters.into_iter().enumerate() {
+        let fkey = format!("{key}.filters[{i}]");
+        // `name` is the proxy's, the rest is a `wasm` processor's settings.
+        let mut v = v;
+        let name = match v.as_mapping_mut().and_then(|m| m.remove("name")) {
+            None => None,
+            Some(serde_norway::Value::String(n)) => Some(n),
+            Some(_) => return Err(err(format!("{fkey}.name"), "must be a string")),
+        };
+        let raw: RawWasm = from_value(&fkey, v)?;
+        let wasm = wasm_config(&fkey, raw, base)?;
+        let name = match name {
+            Some(n) => n,
+            None => match &wasm.component {
+                ComponentSource::Builtin(b) => b.clone(),
+                ComponentSource::File(path) => path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("filter{i}")),
+            },
+        };
+        if name.is_empty() || name.contains(['/', '"', '\\']) {
+            return Err(err(
+                format!("{fkey}.name"),
+                format!("`{name}`: a filter name is a plain name (no `/` or quotes)"),
+            ));
+        }
+        if filters.iter().any(|f| f.name == name) {
+            return Err(err(
+                format!("{fkey}.name"),
+                format!("a second filter named `{name}` in this proxy: give one a `name:`"),
+            ));
+        }
+        filters.push(FilterConfig { name, wasm });
+    }
+    Ok(ProxyConfig {
+        listen,
+        upstream,
+        filters,
+        timeout,
+        max_body: max_body_mib << 20,
+    })
+}
+
+/// `http://host:port` (or a bare `host:port`) → `host:port`. No TLS, no path.
+fn upstream_authority(s: &str) -> Result<String, &'static str> {
+    let rest = match s.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(_) => return Err("use http://host:port (weft does not originate TLS)"),
+        None => s,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') {
+        return Err("give scheme://host:port without a path");
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(authority.to_string())
+        }
+        _ => Err("needs a host and a port, e.g. http://127.0.0.1:9000"),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -439,12 +697,16 @@ struct RawConfig {
     processors: BTreeMap<String, serde_norway::Value>,
     #[serde(default)]
     exporters: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    proxies: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
     service: RawService,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    #[serde(default)]
     pipelines: BTreeMap<String, PipelineConfig>,
     #[serde(default)]
     telemetry: Option<RawTelemetry>,
@@ -534,59 +796,7 @@ impl Config {
             match component_type(&id) {
                 "wasm" => {
                     let r: RawWasm = from_value(&key, v)?;
-                    let component = match r.component.strip_prefix("builtin:") {
-                        Some(name) if crate::builtin::get(name).is_some() => {
-                            ComponentSource::Builtin(name.to_string())
-                        }
-                        Some(name) => {
-                            return Err(err(
-                                format!("{key}.component"),
-                                format!(
-                                    "no built-in plugin `{name}` (there are: {})",
-                                    crate::builtin::NAMES.join(", ")
-                                ),
-                            ));
-                        }
-                        None => ComponentSource::File(base.join(&r.component)),
-                    };
-                    let config = match r.config {
-                        None => serde_json::json!({}),
-                        Some(v) => serde_json::to_value(v)
-                            .map_err(|e| err(format!("{key}.config"), e.to_string()))?,
-                    };
-                    if !config.is_object() {
-                        return Err(err(format!("{key}.config"), "must be a mapping"));
-                    }
-                    let deadline = match r.deadline {
-                        None => Duration::from_millis(100),
-                        Some(d) => {
-                            parse_duration(&d).filter(|d| !d.is_zero()).ok_or_else(|| {
-                                err(
-                                    format!("{key}.deadline"),
-                                    format!("`{d}` is not a duration like 100ms"),
-                                )
-                            })?
-                        }
-                    };
-                    let memory_limit = r.memory_limit_mib.unwrap_or(64);
-                    if memory_limit == 0 || memory_limit > 1024 {
-                        return Err(err(
-                            format!("{key}.memory_limit_mib"),
-                            "must be between 1 and 1024",
-                        ));
-                    }
-                    processors.insert(
-                        id,
-                        ProcessorConfig::Wasm(WasmProcessorConfig {
-                            component,
-                            config,
-                            deadline,
-                            memory_limit: memory_limit << 20,
-                            fuel: r.fuel,
-                            fail_policy: r.fail_policy,
-                            capabilities: r.capabilities,
-                        }),
-                    );
+                    processors.insert(id, ProcessorConfig::Wasm(wasm_config(&key, r, base)?));
                 }
                 other => {
                     return Err(err(
@@ -701,8 +911,23 @@ impl Config {
             }
             pipelines.insert(signal, p);
         }
-        if pipelines.is_empty() {
-            return Err(err("service.pipelines", "define a traces or logs pipeline"));
+        let mut proxies = BTreeMap::new();
+        for (id, v) in raw.proxies {
+            let key = format!("proxies.{id}");
+            if id.is_empty() || id.contains(['/', '.', '"', '\\']) {
+                return Err(err(
+                    key,
+                    "a proxy id is a plain name (no `/`, `.` or quotes)",
+                ));
+            }
+            let r: RawProxy = from_value(&key, v)?;
+            proxies.insert(id.clone(), proxy_config(&key, r, base)?);
+        }
+        if pipelines.is_empty() && proxies.is_empty() {
+            return Err(err(
+                "service.pipelines",
+                "define a traces or logs pipeline (or a proxy under `proxies`)",
+            ));
         }
 
         let metrics_address = match raw.service.telemetry.and_then(|t| t.metrics) {
@@ -721,6 +946,7 @@ impl Config {
             processors,
             exporters,
             pipelines,
+            proxies,
             metrics_address,
             source: None,
         })
@@ -784,6 +1010,130 @@ mod tests {
                 "service.telemetry.metrics.address",
             ),
             (base.replace("  debug:\n", "  kafka:\n"), "exporters.kafka"),
+        ];
+        for (yaml, key) in cases {
+            let e = parse(&yaml).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    const PROXY_ONLY: &str = r#"
+proxies:
+  edge:
+    listen: 127.0.0.1:8080
+    upstream: http://127.0.0.1:9000
+    timeout: 2s
+    filters:
+      - component: filters/ab_router.wasm
+        config: {split: [{version: v1, percent: 100}]}
+        fail_policy: closed
+        deadline: 20ms
+        memory_limit_mib: 16
+      - name: second
+        component: builtin:sampler
+"#;
+
+    #[test]
+    fn a_proxy_only_configuration_is_valid() {
+        let c = parse(PROXY_ONLY).expect("proxy-only config");
+        assert!(c.pipelines.is_empty() && c.receivers.is_empty());
+        let p = &c.proxies["edge"];
+        assert_eq!(p.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(p.upstream, "127.0.0.1:9000");
+        assert_eq!(p.timeout, Duration::from_secs(2));
+        assert_eq!(p.max_body, 4 << 20);
+        let names: Vec<&str> = p.filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ab_router", "second"],
+            "default name: the file stem"
+        );
+        let f = &p.filters[0].wasm;
+        assert_eq!(
+            f.component,
+            ComponentSource::File(PathBuf::from("/base/filters/ab_router.wasm"))
+        );
+        assert_eq!(f.fail_policy, FailPolicy::Closed);
+        assert_eq!(f.deadline, Duration::from_millis(20));
+        assert_eq!(f.memory_limit, 16 << 20);
+        let units = c.wasm_units();
+        assert_eq!(
+            units.keys().collect::<Vec<_>>(),
+            [
+                "proxies.edge.filters.ab_router",
+                "proxies.edge.filters.second"
+            ]
+        );
+        // Changing a filter's settings keeps the structure; changing the chain does not.
+        let tweaked = parse(&PROXY_ONLY.replace("deadline: 20ms", "deadline: 30ms")).expect("ok");
+        assert!(c.same_structure(&tweaked));
+        let renamed = parse(&PROXY_ONLY.replace("name: second", "name: third")).expect("ok");
+        assert!(!c.same_structure(&renamed));
+        let moved = parse(&PROXY_ONLY.replace(":9000", ":9001")).expect("ok");
+        assert!(!c.same_structure(&moved));
+    }
+
+    #[test]
+    fn proxy_errors_name_the_offending_key() {
+        let cases = [
+            (
+                PROXY_ONLY.replace("listen: 127.0.0.1:8080", "listen: eighty"),
+                "proxies.edge.listen",
+            ),
+            (
+                PROXY_ONLY.replace("    listen: 127.0.0.1:8080\n", ""),
+                "proxies.edge",
+            ),
+            (
+                PROXY_ONLY.replace("http://127.0.0.1:9000", "https://127.0.0.1:9000"),
+                "proxies.edge.upstream",
+            ),
+            (
+                PROXY_ONLY.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/api"),
+                "proxies.edge.upstream",
+            ),
+            (
+                PROXY_ONLY.replace("http://127.0.0.1:9000", "127.0.0.1"),
+                "proxies.edge.upstream",
+            ),
+            (
+                PROXY_ONLY.replace("timeout: 2s", "timeout: later"),
+                "proxies.edge.timeout",
+            ),
+            (
+                PROXY_ONLY.replace("deadline: 20ms", "deadline: soon"),
+                "proxies.edge.filters[0].deadline",
+            ),
+            (
+                PROXY_ONLY.replace("memory_limit_mib: 16", "memory_limit_mib: 0"),
+                "proxies.edge.filters[0].memory_limit_mib",
+            ),
+            (
+                PROXY_ONLY.replace("fail_policy: closed", "fail_policy: maybe"),
+                "proxies.edge.filters[0]",
+            ),
+            (
+                PROXY_ONLY.replace("fail_policy: closed", "fail_polcy: closed"),
+                "proxies.edge.filters[0]",
+            ),
+            (
+                PROXY_ONLY.replace("builtin:sampler", "builtin:nope"),
+                "proxies.edge.filters[1].component",
+            ),
+            (
+                PROXY_ONLY.replace("name: second", "name: ab_router"),
+                "proxies.edge.filters[1].name",
+            ),
+            (
+                PROXY_ONLY.replace("name: second", "name: a/b"),
+                "proxies.edge.filters[1].name",
+            ),
+            (
+                PROXY_ONLY.replace("timeout: 2s", "timeout: 2s\n    colour: blue"),
+                "proxies.edge",
+            ),
+            (PROXY_ONLY.replace("  edge:", "  ed.ge:"), "proxies.ed.ge"),
+            ("proxies: {}\n".to_string(), "service.pipelines"),
         ];
         for (yaml, key) in cases {
             let e = parse(&yaml).expect_err(key);

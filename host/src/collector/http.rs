@@ -260,17 +260,46 @@ fn decode(pipeline: &Pipeline, body: &[u8], enc: Encoding) -> Result<Payload, St
 pub async fn serve<H, F>(
     listener: tokio::net::TcpListener,
     handler: H,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Resp> + Send + 'static,
 {
+    serve_connections(listener, move |_| handler.clone(), shutdown).await
+}
+
+/// What the server knows about one accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Unique in the process (Envoy's `connection.id`).
+    pub id: u64,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The local address it connected to.
+    pub local: std::net::SocketAddr,
+}
+
+/// Like [`serve`], with a handler made per connection by `make` from what is known about it.
+pub async fn serve_connections<M, H, F, B>(
+    listener: tokio::net::TcpListener,
+    make: M,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    M: Fn(ConnectionInfo) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let local = listener.local_addr().ok();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -278,7 +307,12 @@ pub async fn serve<H, F>(
                         continue;
                     }
                 };
-                let handler = handler.clone();
+                let info = ConnectionInfo {
+                    id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+                    peer,
+                    local: stream.local_addr().ok().or(local).unwrap_or(peer),
+                };
+                let handler = make(info);
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -317,6 +351,8 @@ pub struct Telemetry {
     pub ready: Arc<AtomicBool>,
     /// Configuration-file reloads.
     pub reloads: Arc<super::ConfigReloads>,
+    /// The HTTP filter proxies, for their counters.
+    pub proxies: Vec<Arc<crate::proxy::ProxyStats>>,
 }
 
 impl Telemetry {
@@ -407,6 +443,7 @@ impl Telemetry {
                 n.load(Ordering::Relaxed)
             );
         }
+        crate::proxy::render_prometheus(&self.proxies, &mut out);
         for (name, help, get) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for p in &self.pipelines {

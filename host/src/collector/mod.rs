@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use config::{ComponentSource, ProcessorConfig};
+use config::{ComponentSource, ProcessorConfig, WasmUnit};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG, Signal};
 pub use pipeline::{Payload, Pipeline, PipelineStats};
 
 use crate::plugin::{Plugin, PluginHost, PluginSettings};
+use crate::proxy::{Filter, FilterSlot, RunningProxy};
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,14 @@ pub enum StartError {
     Plugin {
         /// The processor id.
         id: String,
+        /// Why.
+        source: crate::LoadError,
+    },
+    /// A proxy's filter could not be loaded.
+    #[error("{key}: {source}")]
+    Filter {
+        /// `proxies.<id>.filters.<name>`.
+        key: String,
         /// Why.
         source: crate::LoadError,
     },
@@ -62,19 +71,63 @@ pub fn load_processors(
     Ok(plugins)
 }
 
-/// Loads one Wasm processor's plugin with its settings (at start and on hot reload).
-fn load_processor(
+/// Loads every proxy's filters (what `weft validate` checks for `proxies:`), by proxy id, in
+/// chain order with their names.
+pub fn load_filters(
+    config: &Config,
     host: &PluginHost,
-    id: &str,
-    w: &config::WasmProcessorConfig,
-) -> Result<Plugin, crate::LoadError> {
-    let mut settings = PluginSettings::new(id);
+) -> Result<BTreeMap<String, Vec<(String, Filter)>>, StartError> {
+    let mut proxies = BTreeMap::new();
+    for (id, p) in &config.proxies {
+        let mut filters = Vec::new();
+        for f in &p.filters {
+            let filter = load_filter(host, id, f).map_err(|source| StartError::Filter {
+                key: config::filter_key(id, &f.name),
+                source,
+            })?;
+            filters.push((f.name.clone(), filter));
+        }
+        proxies.insert(id.clone(), filters);
+    }
+    Ok(proxies)
+}
+
+/// Loads one filter of proxy `proxy` (at start and on hot reload). Its plugin name, in logs and
+/// metrics, is `<proxy>/<filter name>`.
+fn load_filter(
+    host: &PluginHost,
+    proxy: &str,
+    f: &config::FilterConfig,
+) -> Result<Filter, crate::LoadError> {
+    let settings = plugin_settings(&format!("{proxy}/{}", f.name), &f.wasm);
+    match &f.wasm.component {
+        ComponentSource::Builtin(name) => {
+            let bytes = crate::builtin::get(name).unwrap_or_default();
+            host.load_filter(&format!("builtin:{name}"), bytes, settings)
+        }
+        ComponentSource::File(path) => host.load_filter_file(path, settings),
+    }
+}
+
+/// The plugin settings of a `wasm` processor or proxy filter configuration.
+fn plugin_settings(name: &str, w: &config::WasmProcessorConfig) -> PluginSettings {
+    let mut settings = PluginSettings::new(name);
     settings.config = w.config.clone();
     settings.deadline = w.deadline;
     settings.memory_cap = w.memory_limit;
     settings.fuel = w.fuel;
     settings.fail_policy = w.fail_policy;
     settings.capabilities = w.capabilities.clone();
+    settings
+}
+
+/// Loads one Wasm processor's plugin with its settings (at start and on hot reload).
+fn load_processor(
+    host: &PluginHost,
+    id: &str,
+    w: &config::WasmProcessorConfig,
+) -> Result<Plugin, crate::LoadError> {
+    let settings = plugin_settings(id, w);
     match &w.component {
         ComponentSource::Builtin(name) => {
             let bytes = crate::builtin::get(name).unwrap_or_default();
@@ -104,24 +157,81 @@ pub struct ConfigReloads {
     pub needs_restart: std::sync::atomic::AtomicU64,
 }
 
-/// Loads `w` on a blocking thread (compiling is CPU work that must not stall receivers).
-async fn load_off_path(
-    host: &PluginHost,
-    id: &str,
-    w: &config::WasmProcessorConfig,
-) -> Result<Plugin, String> {
-    let (h, id, w) = (host.clone(), id.to_string(), w.clone());
-    match tokio::task::spawn_blocking(move || load_processor(&h, &id, &w)).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(e.to_string()),
+/// A Wasm plugin that hot reload can swap: a processor's or a proxy filter's slot.
+#[derive(Clone)]
+enum Slot {
+    Processor(pipeline::PluginSlot),
+    Filter(FilterSlot),
+}
+
+/// A freshly loaded version for a [`Slot`].
+enum Loaded {
+    Processor(Plugin),
+    Filter(Filter),
+}
+
+impl Slot {
+    fn metrics(&self) -> Arc<crate::PluginMetrics> {
+        match self {
+            Slot::Processor(s) => s.load().metrics().clone(),
+            Slot::Filter(s) => s.load().metrics().clone(),
+        }
+    }
+
+    fn store(&self, loaded: Loaded) {
+        match (self, loaded) {
+            (Slot::Processor(s), Loaded::Processor(p)) => s.store(Arc::new(p)),
+            (Slot::Filter(s), Loaded::Filter(f)) => s.store(Arc::new(f)),
+            // Keys name one kind for the life of a configuration structure.
+            _ => {}
+        }
+    }
+}
+
+/// How a unit key reads in errors: `processors.<id>`, or the filter's own key.
+fn unit_label(key: &str, unit: &WasmUnit) -> String {
+    match unit {
+        WasmUnit::Processor => format!("processors.{key}"),
+        WasmUnit::Filter { .. } => key.to_string(),
+    }
+}
+
+/// Loads unit `key` of `config` on a blocking thread (compiling is CPU work that must not
+/// stall receivers or proxies).
+async fn load_off_path(host: &PluginHost, config: &Config, key: &str) -> Result<Loaded, String> {
+    let (h, c, key) = (host.clone(), config.clone(), key.to_string());
+    let load = move || -> Result<Loaded, String> {
+        let units = c.wasm_units();
+        let Some((unit, w)) = units.get(&key) else {
+            return Err("no longer configured".into());
+        };
+        match unit {
+            WasmUnit::Processor => load_processor(&h, &key, w)
+                .map(Loaded::Processor)
+                .map_err(|e| e.to_string()),
+            WasmUnit::Filter { proxy, index } => {
+                let f = c
+                    .proxies
+                    .get(proxy)
+                    .and_then(|p| p.filters.get(*index))
+                    .ok_or("no longer configured")?;
+                load_filter(&h, proxy, f)
+                    .map(Loaded::Filter)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
+    match tokio::task::spawn_blocking(load).await {
+        Ok(r) => r,
         Err(e) => Err(format!("loader panicked: {e}")),
     }
 }
 
 /// Hot reload. Every [`RELOAD_POLL`]:
-/// - a changed configuration file is parsed; if only processors changed, the changed ones are
-///   loaded off the request path and swapped in (all or none); if receivers, exporters or
-///   pipelines changed, nothing is applied and a restart is asked for; an invalid file is refused;
+/// - a changed configuration file is parsed; if only processors or proxy filters changed, the
+///   changed ones are loaded off the request path and swapped in (all or none); if receivers,
+///   exporters, pipelines or a proxy's listener, upstream or chain changed, nothing is applied
+///   and a restart is asked for; an invalid file is refused;
 /// - a changed component file is loaded with the current settings and swapped in.
 ///
 /// Until a new version is ready, and for good if it fails (invalid, wrong world, `init` rejects
@@ -129,27 +239,24 @@ async fn load_off_path(
 async fn hot_reload(
     host: PluginHost,
     mut config: Config,
-    slots: BTreeMap<String, pipeline::PluginSlot>,
+    slots: BTreeMap<String, Slot>,
     reloads: Arc<ConfigReloads>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let component_files = |c: &Config| -> BTreeMap<String, std::path::PathBuf> {
-        c.processors
-            .iter()
-            .filter_map(|(id, p)| {
-                let ProcessorConfig::Wasm(w) = p;
-                match &w.component {
-                    ComponentSource::File(path) => Some((id.clone(), path.clone())),
-                    ComponentSource::Builtin(_) => None,
-                }
+        c.wasm_units()
+            .into_iter()
+            .filter_map(|(key, (_, w))| match &w.component {
+                ComponentSource::File(path) => Some((key, path.clone())),
+                ComponentSource::Builtin(_) => None,
             })
             .collect()
     };
     let mut config_seen = config.source.as_deref().and_then(file_version);
     let mut seen: BTreeMap<String, _> = component_files(&config)
         .into_iter()
-        .map(|(id, path)| (id, file_version(&path)))
+        .map(|(key, path)| (key, file_version(&path)))
         .collect();
     loop {
         tokio::select! {
@@ -167,20 +274,20 @@ async fn hot_reload(
                     }
                     Ok(new) if !config.same_structure(&new) => {
                         reloads.needs_restart.fetch_add(1, Relaxed);
-                        tracing::warn!(config = %path.display(), "receivers, exporters or pipelines changed: restart weft to apply this configuration; nothing was applied");
+                        tracing::warn!(config = %path.display(), "receivers, exporters, pipelines or proxies changed: restart weft to apply this configuration; nothing was applied");
                     }
                     Ok(new) => {
                         let mut fresh = Vec::new();
                         let mut error = None;
-                        for (id, p) in &new.processors {
-                            let ProcessorConfig::Wasm(w) = p;
-                            if config.processors.get(id) == Some(p) {
+                        let old_units = config.wasm_units();
+                        for (key, (unit, w)) in new.wasm_units() {
+                            if old_units.get(&key).map(|(_, old)| *old) == Some(w) {
                                 continue;
                             }
-                            match load_off_path(&host, id, w).await {
-                                Ok(plugin) => fresh.push((id.clone(), plugin)),
+                            match load_off_path(&host, &new, &key).await {
+                                Ok(loaded) => fresh.push((key, loaded)),
                                 Err(e) => {
-                                    error = Some(format!("processors.{id}: {e}"));
+                                    error = Some(format!("{}: {e}", unit_label(&key, &unit)));
                                     break;
                                 }
                             }
@@ -191,13 +298,15 @@ async fn hot_reload(
                                 tracing::error!(config = %path.display(), error = %e, "new configuration refused; the running one stays");
                             }
                             None => {
-                                for (id, plugin) in fresh {
-                                    slots[&id].store(Arc::new(plugin));
+                                for (key, loaded) in fresh {
+                                    if let Some(slot) = slots.get(&key) {
+                                        slot.store(loaded);
+                                    }
                                 }
                                 let sources = component_files(&new);
-                                seen.retain(|id, _| sources.contains_key(id));
-                                for (id, path) in sources {
-                                    seen.entry(id).or_insert_with(|| file_version(&path));
+                                seen.retain(|key, _| sources.contains_key(key));
+                                for (key, path) in sources {
+                                    seen.entry(key).or_insert_with(|| file_version(&path));
                                 }
                                 config = new;
                                 reloads.ok.fetch_add(1, Relaxed);
@@ -208,26 +317,28 @@ async fn hot_reload(
                 }
             }
         }
-        for (id, path) in component_files(&config) {
+        for (key, path) in component_files(&config) {
             let version = file_version(&path);
-            let last = seen.entry(id.clone()).or_insert(None);
+            let last = seen.entry(key.clone()).or_insert(None);
             if version.is_none() || version == *last {
                 continue;
             }
             // Remember this version whether or not it loads: a half-written file changes
             // again when the writer finishes, and that version is tried then.
             *last = version;
-            let ProcessorConfig::Wasm(w) = &config.processors[&id];
-            let metrics = slots[&id].load().metrics().clone();
-            match load_off_path(&host, &id, w).await {
-                Ok(plugin) => {
-                    slots[&id].store(Arc::new(plugin));
+            let Some(slot) = slots.get(&key) else {
+                continue;
+            };
+            let metrics = slot.metrics();
+            match load_off_path(&host, &config, &key).await {
+                Ok(loaded) => {
+                    slot.store(loaded);
                     metrics.reloads.fetch_add(1, Relaxed);
-                    tracing::info!(processor = %id, path = %path.display(), "reloaded");
+                    tracing::info!(plugin = %key, path = %path.display(), "reloaded");
                 }
                 Err(e) => {
                     metrics.reload_failures.fetch_add(1, Relaxed);
-                    tracing::error!(processor = %id, error = %e, "reload failed; the previous version keeps serving");
+                    tracing::error!(plugin = %key, error = %e, "reload failed; the previous version keeps serving");
                 }
             }
         }
@@ -242,6 +353,8 @@ pub struct Running {
     pub metrics_address: Option<SocketAddr>,
     /// The pipelines.
     pub pipelines: Vec<Arc<Pipeline>>,
+    /// The HTTP filter proxies.
+    pub proxies: Vec<RunningProxy>,
     /// Configuration-file reloads.
     pub config_reloads: Arc<ConfigReloads>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -258,8 +371,13 @@ impl Running {
             .map(|(_, _, a)| *a)
     }
 
-    /// Stops accepting, lets requests in flight finish, then drains the exporter queues, within
-    /// `timeout`. Returns whether everything drained in time.
+    /// The address proxy `id` listens on.
+    pub fn proxy_address(&self, id: &str) -> Option<SocketAddr> {
+        self.proxies.iter().find(|p| p.id == id).map(|p| p.address)
+    }
+
+    /// Stops accepting, lets requests (and proxy streams) in flight finish, then drains the
+    /// exporter queues, within `timeout`. Returns whether everything drained in time.
     pub async fn shutdown(mut self, timeout: Duration) -> bool {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -296,10 +414,30 @@ async fn bind(what: String, addr: SocketAddr) -> Result<tokio::net::TcpListener,
 /// [`Running::listeners`] says which.
 pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartError> {
     let plugins = load_processors(config, host)?;
+    let filters = load_filters(config, host)?;
     let slots: BTreeMap<String, pipeline::PluginSlot> = plugins
         .into_iter()
         .map(|(id, p)| (id, Arc::new(arc_swap::ArcSwap::from_pointee(p))))
         .collect();
+    let filter_slots: BTreeMap<String, Vec<(String, FilterSlot)>> = filters
+        .into_iter()
+        .map(|(id, chain)| {
+            let chain = chain
+                .into_iter()
+                .map(|(name, f)| (name, Arc::new(arc_swap::ArcSwap::from_pointee(f))))
+                .collect();
+            (id, chain)
+        })
+        .collect();
+    let mut reload_slots: BTreeMap<String, Slot> = slots
+        .iter()
+        .map(|(id, s)| (id.clone(), Slot::Processor(s.clone())))
+        .collect();
+    for (id, chain) in &filter_slots {
+        for (name, s) in chain {
+            reload_slots.insert(config::filter_key(id, name), Slot::Filter(s.clone()));
+        }
+    }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut exporters = tokio::task::JoinSet::new();
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
@@ -334,7 +472,7 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
     servers.spawn(hot_reload(
         host.clone(),
         config.clone(),
-        slots.clone(),
+        reload_slots,
         reloads.clone(),
         stop_rx.clone(),
     ));
@@ -387,6 +525,14 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
             ));
         }
     }
+    let mut proxies = Vec::new();
+    for (id, p) in &config.proxies {
+        let listener = bind(format!("proxies.{id}.listen"), p.listen).await?;
+        let chain = filter_slots.get(id).cloned().unwrap_or_default();
+        let (running, serve) = crate::proxy::start(id, p, chain, listener, stop_rx.clone());
+        servers.spawn(serve);
+        proxies.push(running);
+    }
     let pipelines: Vec<Arc<Pipeline>> = by_signal.into_values().collect();
     let metrics_address = match config.metrics_address {
         Some(addr) => {
@@ -397,6 +543,7 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
                 pipelines: pipelines.clone(),
                 ready: ready.clone(),
                 reloads: reloads.clone(),
+                proxies: proxies.iter().map(|p| p.stats.clone()).collect(),
             });
             servers.spawn(http::serve(
                 listener,
@@ -414,10 +561,14 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
     for (id, proto, addr) in &listeners {
         tracing::info!(receiver = %id, protocol = proto, %addr, "listening");
     }
+    for p in &proxies {
+        tracing::info!(proxy = %p.id, addr = %p.address, filters = p.filters.len(), "proxy listening");
+    }
     Ok(Running {
         listeners,
         metrics_address,
         pipelines,
+        proxies,
         config_reloads: reloads,
         stop,
         servers,
