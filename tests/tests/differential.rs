@@ -64,8 +64,11 @@ struct Outcome {
     /// The filter-visible response headers (`retry-after`, `x-ratelimit-*`, `x-stream-marker`…).
     response_headers: Vec<(String, String)>,
     /// What the upstream saw, if the request reached it.
-    upstream: Option<(String, String, Vec<(String, String)>, String)>,
+    upstream: Option<UpstreamSaw>,
 }
+
+/// What the upstream saw: method, path, the comparable headers, body.
+type UpstreamSaw = (String, String, Vec<(String, String)>, String);
 
 fn comparable_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = headers

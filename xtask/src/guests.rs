@@ -81,6 +81,7 @@ pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBu
 /// where rustc emits no component) and returns the module's path. The module carries
 /// wit-bindgen's component-type section, so `wit-component` (or `wasm-tools component new`)
 /// makes a component of it.
+#[allow(dead_code)] // used by tests/build.rs, not by xtask itself
 pub fn build_core_guest(
     workspace: &Path,
     cargo: &str,

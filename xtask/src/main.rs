@@ -9,13 +9,16 @@
 //!   OpenTelemetry SDK (tests/peers/setup-python.sh), the OpenTelemetry Collector built from its
 //!   Go modules (tests/peers/build-collector.sh), and all tests.
 //! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md);
-//!   `cargo xtask bench pipeline`: weft vs the OpenTelemetry Collector under OTLP load.
+//!   `cargo xtask bench pipeline`: weft vs the OpenTelemetry Collector under OTLP load;
+//!   `cargo xtask bench envoy`: the ab-router plugin in Envoy, native SDK filter vs the adapted
+//!   component (needs `wrk`; Envoy comes from the tests/peers venv).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+mod envoy_bench;
 #[path = "guests.rs"]
 mod guests;
 mod pipeline_bench;
@@ -159,8 +162,10 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn bench(filter: Option<&str>) -> anyhow::Result<()> {
-    if filter == Some("pipeline") {
-        return pipeline_bench::run(&workspace(), &cargo());
+    match filter {
+        Some("pipeline") => return pipeline_bench::run(&workspace(), &cargo()),
+        Some("envoy") => return envoy_bench::run(&workspace(), &cargo()),
+        _ => {}
     }
     build_guests()?;
     let mut cmd = Command::new(cargo());

@@ -49,8 +49,14 @@ impl Default for Settings {
             target: "x-backend-version".into(),
             salt: String::new(),
             split: vec![
-                Arm { version: "v1".into(), percent: 50.0 },
-                Arm { version: "v2".into(), percent: 50.0 },
+                Arm {
+                    version: "v1".into(),
+                    percent: 50.0,
+                },
+                Arm {
+                    version: "v2".into(),
+                    percent: 50.0,
+                },
             ],
             default: None,
         }
@@ -90,7 +96,9 @@ impl AbRouter {
     /// Validates the settings.
     pub fn from_settings(settings: Settings) -> Result<Self, Error> {
         if settings.split.is_empty() {
-            return Err(Error::InvalidConfig("split: at least one version is needed".into()));
+            return Err(Error::InvalidConfig(
+                "split: at least one version is needed".into(),
+            ));
         }
         let mut total = 0.0;
         let mut bounds = Vec::new();
@@ -113,7 +121,11 @@ impl AbRouter {
             .default
             .clone()
             .unwrap_or_else(|| settings.split[0].version.clone());
-        Ok(AbRouter { settings, bounds, default })
+        Ok(AbRouter {
+            settings,
+            bounds,
+            default,
+        })
     }
 
     /// The version for a user (or the default without one).
@@ -188,9 +200,15 @@ mod tests {
     fn bad_split_is_refused_with_its_key() {
         let e = router(r#"{"split":[{"version":"a","percent":60},{"version":"b","percent":30}]}"#)
             .expect_err("90 % is not 100 %");
-        assert!(matches!(&e, Error::InvalidConfig(m) if m.contains("add up to 90")), "{e:?}");
+        assert!(
+            matches!(&e, Error::InvalidConfig(m) if m.contains("add up to 90")),
+            "{e:?}"
+        );
         let e = router(r#"{"splitt":[]}"#).expect_err("typo");
-        assert!(matches!(&e, Error::InvalidConfig(m) if m.contains("splitt")), "{e:?}");
+        assert!(
+            matches!(&e, Error::InvalidConfig(m) if m.contains("splitt")),
+            "{e:?}"
+        );
     }
 
     #[test]
