@@ -155,9 +155,40 @@ fn test() -> anyhow::Result<()> {
     run(Command::new("bash")
         .current_dir(&ws)
         .arg("tests/peers/build-collector.sh"))?;
+    // Fast tests first; the tests against a real Envoy (tests/tests/envoy_*.rs) last.
+    let mut fast = Vec::new();
+    let mut envoy = Vec::new();
+    for entry in std::fs::read_dir(ws.join("tests").join("tests"))? {
+        let path = entry?.path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "rs") {
+            let list = if name.starts_with("envoy_") { &mut envoy } else { &mut fast };
+            list.push(name.to_string());
+        }
+    }
+    fast.sort();
+    envoy.sort();
     run(Command::new(cargo())
         .current_dir(&ws)
-        .args(["test", "--workspace"]))?;
+        .args(["test", "--workspace", "--exclude", "weft-tests"]))?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(&ws)
+        .args(["test", "-p", "weft-tests", "--lib", "--bins"]);
+    for t in &fast {
+        cmd.args(["--test", t]);
+    }
+    run(&mut cmd)?;
+    run(Command::new(cargo())
+        .current_dir(&ws)
+        .args(["test", "-p", "weft-tests", "--doc"]))?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(&ws).args(["test", "-p", "weft-tests"]);
+    for t in &envoy {
+        cmd.args(["--test", t]);
+    }
+    run(&mut cmd)?;
     Ok(())
 }
 
