@@ -164,15 +164,22 @@ fn test() -> anyhow::Result<()> {
             continue;
         };
         if path.extension().is_some_and(|e| e == "rs") {
-            let list = if name.starts_with("envoy_") { &mut envoy } else { &mut fast };
+            let list = if name.starts_with("envoy_") {
+                &mut envoy
+            } else {
+                &mut fast
+            };
             list.push(name.to_string());
         }
     }
     fast.sort();
     envoy.sort();
-    run(Command::new(cargo())
-        .current_dir(&ws)
-        .args(["test", "--workspace", "--exclude", "weft-tests"]))?;
+    run(Command::new(cargo()).current_dir(&ws).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "weft-tests",
+    ]))?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(&ws)
         .args(["test", "-p", "weft-tests", "--lib", "--bins"]);
