@@ -415,3 +415,64 @@ fn the_example_configuration_validates_and_errors_name_the_key() {
         "processors.wasm/pii-mask: plugin `wasm/pii-mask` rejected its configuration",
     );
 }
+
+#[test]
+fn adapt_writes_a_verified_module_an_oci_layout_and_the_envoy_snippet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("ab.proxy.wasm");
+    let oci = dir.path().join("oci");
+    let component = guest("ab-router");
+    let o = weft(&[
+        "adapt",
+        component.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--oci",
+        oci.to_str().expect("utf-8"),
+        "--tag",
+        "v3",
+        "--config",
+        r#"{"split":[{"version":"v1","percent":100}]}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let module = std::fs::read(&out).expect("the module was written");
+    assert_eq!(&module[..8], b"\0asm\x01\0\0\0", "a core module");
+    assert!(stderr(&o).contains("verified"), "{}", stderr(&o));
+    let snippet = stdout(&o);
+    assert!(snippet.contains("envoy.filters.http.wasm"), "{snippet}");
+    assert!(
+        snippet.contains("runtime: envoy.wasm.runtime.v8"),
+        "{snippet}"
+    );
+    assert!(
+        snippet.contains("allow_on_headers_stop_iteration: true"),
+        "{snippet}"
+    );
+    assert!(
+        snippet.contains(r#"{"split":[{"version":"v1","percent":100}]}"#),
+        "{snippet}"
+    );
+    assert!(snippet.contains("ab.proxy.wasm"), "{snippet}");
+    let index = std::fs::read_to_string(oci.join("index.json")).expect("index.json");
+    assert!(index.contains("\"v3\""), "{index}");
+}
+
+#[test]
+fn adapt_refuses_other_worlds_with_a_clear_message_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("x.wasm");
+    let component = guest("sampler");
+    let o = weft(&[
+        "adapt",
+        component.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("span-processor") && err.contains("http-filter"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written for a refused component");
+}
