@@ -24,10 +24,9 @@ pub mod process;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -63,33 +62,14 @@ pub fn native_filter() -> anyhow::Result<PathBuf> {
 }
 
 fn build_native_filter() -> anyhow::Result<PathBuf> {
-    let ws = workspace();
-    let target_dir = ws.join("target").join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&ws)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "bench-native-filter",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--profile",
-            "guest",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().with_context(|| format!("run {cargo}"))?;
-    if !status.success() {
-        bail!(
-            "building bench-native-filter failed ({status}); \
-             `rustup target add wasm32-unknown-unknown`?"
-        );
-    }
-    let module = target_dir.join("wasm32-unknown-unknown/guest/bench_native_filter.wasm");
+    let module = crate::guest_build::build_core_guest(
+        &workspace(),
+        &cargo,
+        "bench-native-filter",
+        "wasm32-unknown-unknown",
+    )
+    .map_err(anyhow::Error::msg)?;
     if !module.is_file() {
         bail!("{} missing after the build", module.display());
     }

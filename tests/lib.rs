@@ -8,6 +8,11 @@ use weft_host::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
 
 pub mod envoy;
 
+/// How guests and other wasm modules are built (shared with xtask and the build scripts).
+#[allow(dead_code)]
+#[path = "../xtask/src/guests.rs"]
+mod guest_build;
+
 /// Paths of the guest components, one constant per guest crate (`PII_MASK`, `FAULT`, ...).
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

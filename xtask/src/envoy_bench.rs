@@ -104,10 +104,12 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     let dir = ws.join("target").join("bench-envoy");
     std::fs::create_dir_all(&dir)?;
 
-    let native = build_wasm(ws, cargo, "bench-native-filter", "wasm32-unknown-unknown")?
-        .join("bench_native_filter.wasm");
-    let component =
-        build_wasm(ws, cargo, "guest-ab-router", "wasm32-wasip2")?.join("guest_ab_router.wasm");
+    // The guest profile for both, so (b) and (c) get the same optimisation, LTO and stripping.
+    let native =
+        crate::guests::build_core_guest(ws, cargo, "bench-native-filter", "wasm32-unknown-unknown")
+            .map_err(anyhow::Error::msg)?;
+    let component = crate::guests::build_core_guest(ws, cargo, "guest-ab-router", "wasm32-wasip2")
+        .map_err(anyhow::Error::msg)?;
     let adapted = adapt(ws, cargo, &component, &dir.join("ab_router.proxy.wasm"));
     if let Err(e) = &adapted {
         eprintln!("envoy-bench: (c) adapted component: not measured: {e:#}");
@@ -273,29 +275,6 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             bail!("(c) adapted component was not measured: {e:#}")
         }
     }
-}
-
-/// Builds `package` for `target` with the `guest` profile (the profile components are built
-/// with, so (b) and (c) get the same optimisation, LTO and stripping) into target/wasm, and
-/// returns the output directory.
-fn build_wasm(ws: &Path, cargo: &str, package: &str, target: &str) -> anyhow::Result<PathBuf> {
-    let target_dir = ws.join("target").join("wasm");
-    crate::run(
-        Command::new(cargo)
-            .current_dir(ws)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                package,
-                "--target",
-                target,
-                "--profile",
-                "guest",
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir),
-    )?;
-    Ok(target_dir.join(target).join("guest"))
 }
 
 /// `target/debug/weft adapt <component> -o <out>`; an error says why (c) cannot run.

@@ -19,41 +19,7 @@ pub fn guest_target_dir(workspace: &Path) -> PathBuf {
 /// Builds every `guest-*` package and returns `(name, path)` for each component, where `name`
 /// drops the `guest-` prefix (`pii-mask`). `cargo` is the cargo binary to run.
 pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBuf)>, String> {
-    let target_dir = guest_target_dir(workspace);
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--package",
-            "guest-*",
-            "--target",
-            GUEST_TARGET,
-            "--profile",
-            GUEST_PROFILE,
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    // A build script's environment describes the outer build; the guests must not inherit it.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the guest components failed ({status}); is the target installed? \
-             `rustup target add {GUEST_TARGET}`"
-        ));
-    }
+    let target_dir = cargo_wasm_build(workspace, cargo, "guest-*", GUEST_TARGET)?;
     let out_dir = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE);
     let mut guests = Vec::new();
     let entries = std::fs::read_dir(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
@@ -77,12 +43,26 @@ pub fn build_guests(workspace: &Path, cargo: &str) -> Result<Vec<(String, PathBu
     Ok(guests)
 }
 
-/// Builds one guest package as a plain core module for `target` (e.g. `wasm32-unknown-unknown`,
-/// where rustc emits no component) and returns the module's path. The module carries
-/// wit-bindgen's component-type section, so `wit-component` (or `wasm-tools component new`)
-/// makes a component of it.
-#[allow(dead_code)] // used by tests/build.rs, not by xtask itself
+/// Builds one package as a plain core module for `target` (e.g. `wasm32-unknown-unknown`, where
+/// rustc emits no component: the Proxy-Wasm glue, the native SDK filter, a guest to componentize
+/// with wit-component) and returns the module's path.
+#[allow(dead_code)] // used by the build scripts and the tests, not by xtask itself
 pub fn build_core_guest(
+    workspace: &Path,
+    cargo: &str,
+    package: &str,
+    target: &str,
+) -> Result<PathBuf, String> {
+    let target_dir = cargo_wasm_build(workspace, cargo, package, target)?;
+    Ok(target_dir
+        .join(target)
+        .join(GUEST_PROFILE)
+        .join(format!("{}.wasm", package.replace('-', "_"))))
+}
+
+/// `cargo build --package <package> --target <target> --profile guest` into
+/// [`guest_target_dir`], with none of the outer build's settings; returns the target directory.
+fn cargo_wasm_build(
     workspace: &Path,
     cargo: &str,
     package: &str,
@@ -101,6 +81,8 @@ pub fn build_core_guest(
             GUEST_PROFILE,
         ])
         .env("CARGO_TARGET_DIR", &target_dir);
+    // A build script's environment describes the outer build (flags, clippy's wrapper, the
+    // jobserver); the wasm build must not inherit it.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -118,11 +100,9 @@ pub fn build_core_guest(
         .map_err(|e| format!("cannot run {cargo}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "building {package} for {target} failed ({status}); `rustup target add {target}`"
+            "building {package} for {target} failed ({status}); is the target installed? \
+             `rustup target add {target}`"
         ));
     }
-    Ok(target_dir
-        .join(target)
-        .join(GUEST_PROFILE)
-        .join(format!("{}.wasm", package.replace('-', "_"))))
+    Ok(target_dir)
 }
