@@ -35,7 +35,7 @@
 //! ```
 
 use serde::Deserialize;
-use weft_guest::{Action, Config, Error, HttpFilter, Plugin, clock, http, keyvalue, metrics};
+use weft_guest::{Action, Config, Error, HttpFilter, Plugin, clock, http, metrics};
 
 /// How many times a compare-and-swap update of the shared store is tried.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -247,46 +247,7 @@ pub fn transition(firing: bool, counts: Counts, threshold: f64, min_requests: u6
     }
 }
 
-/// Why a store call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// The entry changed since it was read.
-    CasMismatch,
-    /// Anything else (including [`MAX_ATTEMPTS`] lost races).
-    Other(String),
-}
-
-/// A key-value store with compare-and-swap: the host's ([`HostStore`]) or a test's.
-pub trait Store {
-    /// The value at `key` and its version, `None` if absent.
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
-    /// Writes `value` at `key` if its version is still `cas` (`0`: only if absent).
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
-}
-
-/// The host's shared key-value store.
-#[derive(Debug, Default)]
-pub struct HostStore;
-
-impl Store for HostStore {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        keyvalue::get(key)
-            .map(|e| e.map(|e| (e.value, e.cas)))
-            .map_err(store_error)
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        keyvalue::set(key, value, Some(cas)).map_err(store_error)
-    }
-}
-
-fn store_error(e: keyvalue::Error) -> StoreError {
-    match e {
-        keyvalue::Error::CasMismatch => StoreError::CasMismatch,
-        keyvalue::Error::TooLarge => StoreError::Other("value or store too large".into()),
-        keyvalue::Error::Other(m) => StoreError::Other(m),
-    }
-}
+pub use weft_guest::store::{CasStore as Store, HostStore, StoreError};
 
 /// The shared ring slot of a second.
 fn slot_key(second: u64, seconds: u64) -> String {

@@ -29,6 +29,9 @@
 //! {"percentage": 10.0, "b3": false}
 //! ```
 
+// The sampling math is the span sampler's own file, so the two cannot drift apart.
+#[allow(dead_code)]
+#[path = "../../sampler/src/consistent.rs"]
 mod consistent;
 
 pub use consistent::{MAX_THRESHOLD, threshold};

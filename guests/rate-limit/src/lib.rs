@@ -33,8 +33,8 @@
 //! ```
 
 use serde::Deserialize;
+use weft_guest::metrics;
 use weft_guest::{Action, Config, Error, HttpFilter, LocalResponse, Plugin, clock, http};
-use weft_guest::{keyvalue, metrics};
 
 /// How many times a compare-and-swap increment is tried before the request is let through.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -117,47 +117,7 @@ impl Tier {
     }
 }
 
-/// Why a store call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// The entry changed since it was read.
-    CasMismatch,
-    /// Anything else.
-    Other(String),
-}
-
-/// The little a counter needs from a key-value store with compare-and-swap. The plugin uses
-/// [`HostStore`]; tests use an in-memory store.
-pub trait CounterStore {
-    /// The value at `key` and its version, `None` if absent.
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
-    /// Writes `value` at `key` if its version is still `cas` (`0`: only if absent).
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
-}
-
-/// The host's shared key-value store (`weft:plugin/keyvalue`).
-#[derive(Debug, Default)]
-pub struct HostStore;
-
-impl CounterStore for HostStore {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        keyvalue::get(key)
-            .map(|e| e.map(|e| (e.value, e.cas)))
-            .map_err(store_error)
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        keyvalue::set(key, value, Some(cas)).map_err(store_error)
-    }
-}
-
-fn store_error(e: keyvalue::Error) -> StoreError {
-    match e {
-        keyvalue::Error::CasMismatch => StoreError::CasMismatch,
-        keyvalue::Error::TooLarge => StoreError::Other("value or store too large".into()),
-        keyvalue::Error::Other(m) => StoreError::Other(m),
-    }
-}
+pub use weft_guest::store::{CasStore as CounterStore, HostStore, StoreError};
 
 /// What counting one request gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,75 +26,21 @@ use weft_guest::{
     AttributesExt, Config, Error, Plugin, Span, SpanBatch, SpanProcessor, StatusCode, TraceId,
 };
 
-/// `2^56`: the number of distinct randomness values, and the threshold that rejects everything.
-pub const MAX_THRESHOLD: u64 = 1 << 56;
+mod consistent;
 
-/// Mask of the 56 randomness bits of the low half of a trace id.
-const RANDOMNESS_MASK: u64 = MAX_THRESHOLD - 1;
-
-/// Number of hex digits of a 56-bit value (`th` and `rv` are encoded with at most this many).
-const HEX_DIGITS: usize = 14;
+pub use consistent::{
+    MAX_THRESHOLD, encode_threshold, ot_subkey, parse_randomness, parse_threshold, probability,
+    threshold, update_trace_state,
+};
 
 /// Span attributes that name the request path, in order of preference, for route overrides:
 /// the route template (low cardinality, stable) first, then the concrete path, then the
 /// deprecated `http.target` that older instrumentations still emit.
 pub const ROUTE_ATTRIBUTES: [&str; 3] = ["http.route", "url.path", "http.target"];
 
-/// The rejection threshold `T = round((1 - p) × 2^56)` for a sampling percentage (`p × 100`).
-///
-/// `100` gives `0` (keep everything) and `0` gives [`MAX_THRESHOLD`] (keep nothing, since `R`
-/// is below `2^56`). Values outside `0..=100` are clamped; NaN counts as `0`.
-///
-/// The product is rounded exactly from the binary value of `percentage`, not through a second
-/// floating-point rounding of `1 - p`, so that every implementation that rounds exactly agrees
-/// on `T` to the last bit (e.g. 10 % gives `0xe6666666666666`).
-pub fn threshold(percentage: f64) -> u64 {
-    if percentage.is_nan() || percentage <= 0.0 {
-        return MAX_THRESHOLD;
-    }
-    if percentage >= 100.0 {
-        return 0;
-    }
-    // Keep probability scaled to 2^56, rounded: T = 2^56 - round(p × 2^56) is the same as
-    // round((1 - p) × 2^56) except on exact ties, where it rounds towards keeping.
-    MAX_THRESHOLD - scaled_probability(percentage)
-}
-
-/// `round(percentage / 100 × 2^56)` computed exactly for `0 < percentage < 100`.
-///
-/// A finite double is `mantissa × 2^exponent`, so the product is the rational
-/// `mantissa × 2^(exponent + 56) / 100`, which u128 arithmetic rounds exactly.
-fn scaled_probability(percentage: f64) -> u64 {
-    let bits = percentage.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1 << 52) - 1);
-    let (mantissa, exponent) = if biased == 0 {
-        (fraction, -1074) // subnormal
-    } else {
-        (fraction | (1 << 52), biased - 1075)
-    };
-    let shift = exponent + 56;
-    let (numerator, denominator): (u128, u128) = if shift >= 0 {
-        // percentage < 2^7 so exponent <= -46 and shift <= 10: no overflow.
-        ((mantissa as u128) << shift, 100)
-    } else if shift > -120 {
-        (mantissa as u128, 100u128 << -shift)
-    } else {
-        // Below 2^53 / (100 × 2^120): rounds to 0.
-        return 0;
-    };
-    // Round half up: floor((2n + d) / 2d).
-    ((2 * numerator + denominator) / (2 * denominator)) as u64
-}
-
-/// The sampling probability (`0.0..=1.0`) a threshold stands for: `(2^56 - T) / 2^56`.
-pub fn probability(threshold: u64) -> f64 {
-    (MAX_THRESHOLD.saturating_sub(threshold)) as f64 / MAX_THRESHOLD as f64
-}
-
 /// The randomness `R` of a trace id: its least-significant 56 bits (W3C Trace Context Level 2).
 pub fn randomness(trace_id: &TraceId) -> u64 {
-    trace_id.lo & RANDOMNESS_MASK
+    consistent::randomness(trace_id.lo)
 }
 
 /// Whether a span of the trace `trace_id` is kept at `threshold`: `R >= T`.
@@ -102,105 +48,14 @@ pub fn randomness(trace_id: &TraceId) -> u64 {
 /// Uses the trace id's bits; to honour an explicit `rv` in the trace state, compare
 /// [`span_randomness`] with the threshold instead.
 pub fn keep(trace_id: &TraceId, threshold: u64) -> bool {
-    randomness(trace_id) >= threshold
+    consistent::keep(randomness(trace_id), threshold)
 }
 
 /// The randomness of a span: the explicit `rv` of its OpenTelemetry trace state if valid, else
 /// the trace id's 56 low bits. The specification makes `rv` take precedence, for traces whose
 /// ids are not random.
 pub fn span_randomness(trace_id: &TraceId, trace_state: &str) -> u64 {
-    ot_subkey(trace_state, "rv")
-        .and_then(parse_randomness)
-        .unwrap_or_else(|| randomness(trace_id))
-}
-
-/// Encodes a threshold as a `th` value: 14 hex digits with trailing zeros removed (`0` for 0).
-///
-/// Leading zeros are kept: `th` is read as a fraction (padded on the right), so `0x08…` must
-/// stay `08`. [`MAX_THRESHOLD`] (probability 0) has no `th` encoding: a sampler never records
-/// it, as nothing passes it; it is clamped to the largest encodable threshold.
-pub fn encode_threshold(threshold: u64) -> String {
-    if threshold == 0 {
-        return "0".to_string();
-    }
-    let digits = format!("{:014x}", threshold.min(RANDOMNESS_MASK));
-    digits.trim_end_matches('0').to_string()
-}
-
-/// Parses a `th` value (1 to 14 lowercase hex digits, right-padded with zeros); `None` if
-/// malformed.
-pub fn parse_threshold(value: &str) -> Option<u64> {
-    if value.is_empty() || value.len() > HEX_DIGITS || !is_lower_hex(value) {
-        return None;
-    }
-    let parsed = u64::from_str_radix(value, 16).ok()?;
-    Some(parsed << (4 * (HEX_DIGITS - value.len())))
-}
-
-/// Parses an `rv` value (exactly 14 lowercase hex digits); `None` if malformed.
-pub fn parse_randomness(value: &str) -> Option<u64> {
-    if value.len() != HEX_DIGITS || !is_lower_hex(value) {
-        return None;
-    }
-    u64::from_str_radix(value, 16).ok()
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The list members of a W3C `tracestate`, trimmed, empty members skipped.
-fn members(trace_state: &str) -> impl Iterator<Item = &str> {
-    trace_state
-        .split(',')
-        .map(|m| m.trim_matches([' ', '\t']))
-        .filter(|m| !m.is_empty())
-}
-
-/// The value of the `ot` list member of a `tracestate`, if any.
-fn ot_value(trace_state: &str) -> Option<&str> {
-    members(trace_state).find_map(|m| m.strip_prefix("ot="))
-}
-
-/// The value of sub-key `key` of the OpenTelemetry (`ot=`) entry, e.g. `th` or `rv`.
-pub fn ot_subkey<'a>(trace_state: &'a str, key: &str) -> Option<&'a str> {
-    ot_value(trace_state)?.split(';').find_map(|kv| {
-        let (k, v) = kv.split_once(':')?;
-        (k == key).then_some(v)
-    })
-}
-
-/// Returns `trace_state` with the OpenTelemetry threshold set to `threshold` (`Some`) or erased
-/// (`None`), following the OpenTelemetry trace state rules:
-///
-/// * the other sub-keys of the `ot` entry (`rv`, vendor-neutral extensions) are kept, after `th`;
-/// * other vendors' list members are kept, in order;
-/// * the modified `ot` entry moves to the front, as W3C requires of an updated member;
-/// * an `ot` entry left empty is removed.
-pub fn update_trace_state(trace_state: &str, threshold: Option<u64>) -> String {
-    let mut ot_parts: Vec<String> = Vec::new();
-    if let Some(t) = threshold {
-        ot_parts.push(format!("th:{}", encode_threshold(t)));
-    }
-    if let Some(old) = ot_value(trace_state) {
-        ot_parts.extend(
-            old.split(';')
-                .filter(|kv| !kv.is_empty() && !kv.starts_with("th:"))
-                .map(str::to_string),
-        );
-    }
-    let mut out: Vec<String> = Vec::new();
-    if !ot_parts.is_empty() {
-        out.push(format!("ot={}", ot_parts.join(";")));
-    }
-    // Duplicate `ot` members are invalid W3C; dropping them all keeps the output valid.
-    out.extend(
-        members(trace_state)
-            .filter(|m| !m.starts_with("ot="))
-            .map(str::to_string),
-    );
-    out.join(",")
+    consistent::span_randomness(trace_id.lo, trace_state)
 }
 
 /// One route override as configured.
@@ -443,6 +298,7 @@ weft_guest::export_span_processor!(SamplerPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consistent::RANDOMNESS_MASK;
     use weft_guest::{KeyValue, SpanKind, Status};
 
     /// A span of trace `trace_id` with string attributes and a status code.

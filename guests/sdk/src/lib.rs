@@ -33,6 +33,7 @@
 //! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
 
 pub mod http;
+pub mod store;
 mod value;
 
 pub use http::{Action, HttpFilter, LocalResponse};

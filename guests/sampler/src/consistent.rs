@@ -1,22 +1,17 @@
-//! Consistent probability sampling math, copied from the span sampler (`guests/sampler`).
+//! Consistent probability sampling math (OTEP 235): thresholds, randomness, and the `ot` entry
+//! of the W3C `tracestate`. Pure functions on the low 64 bits of trace ids, with no SDK types.
 //!
-//! **These functions must stay equal to the ones of the same name in
-//! `guests/sampler/src/lib.rs`**: the head decision taken here and the span sampler's decision in
-//! the collector are only consistent (a trace sampled at the edge keeps all its spans
-//! downstream at the same percentage) while both compute `T` and `R` the same way. The tests at
-//! the end pin values that the sampler's own tests pin too, so a change to either copy that is
-//! not made to the other fails a test.
-//!
-//! The sampler's `lib.rs` cannot be included here with `#[path]`: it also exports a span
-//! processor, which would clash with this crate's HTTP filter exports.
+//! One source for both samplers: the span sampler (`guests/sampler`, this crate) and the HTTP
+//! sampler (`guests/http-sampler`, which includes this file with `#[path]`), so that a trace
+//! sampled at the edge keeps all its spans downstream at the same percentage.
 
 /// `2^56`: the number of distinct randomness values, and the threshold that rejects everything.
 pub const MAX_THRESHOLD: u64 = 1 << 56;
 
 /// Mask of the 56 randomness bits of the low half of a trace id.
-const RANDOMNESS_MASK: u64 = MAX_THRESHOLD - 1;
+pub(crate) const RANDOMNESS_MASK: u64 = MAX_THRESHOLD - 1;
 
-/// Number of hex digits of a 56-bit value (`rv` is encoded with exactly this many).
+/// Number of hex digits of a 56-bit value (`th` and `rv` are encoded with at most this many).
 const HEX_DIGITS: usize = 14;
 
 /// The rejection threshold `T = round((1 - p) × 2^56)` for a sampling percentage (`p × 100`).
@@ -59,7 +54,7 @@ fn scaled_probability(percentage: f64) -> u64 {
 }
 
 /// The randomness `R` of a trace id given its low 64 bits: the least-significant 56 bits
-/// (W3C Trace Context Level 2). The sampler's version takes a `TraceId` and reads `.lo`.
+/// (W3C Trace Context Level 2).
 pub fn randomness(trace_id_lo: u64) -> u64 {
     trace_id_lo & RANDOMNESS_MASK
 }
@@ -114,15 +109,74 @@ pub fn ot_subkey<'a>(trace_state: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The sampling probability (`0.0..=1.0`) a threshold stands for: `(2^56 - T) / 2^56`.
+pub fn probability(threshold: u64) -> f64 {
+    (MAX_THRESHOLD.saturating_sub(threshold)) as f64 / MAX_THRESHOLD as f64
+}
+
+/// Encodes a threshold as a `th` value: 14 hex digits with trailing zeros removed (`0` for 0).
+///
+/// Leading zeros are kept: `th` is read as a fraction (padded on the right), so `0x08…` must
+/// stay `08`. [`MAX_THRESHOLD`] (probability 0) has no `th` encoding: a sampler never records
+/// it, as nothing passes it; it is clamped to the largest encodable threshold.
+pub fn encode_threshold(threshold: u64) -> String {
+    if threshold == 0 {
+        return "0".to_string();
+    }
+    let digits = format!("{:014x}", threshold.min(RANDOMNESS_MASK));
+    digits.trim_end_matches('0').to_string()
+}
+
+/// Parses a `th` value (1 to 14 lowercase hex digits, right-padded with zeros); `None` if
+/// malformed.
+pub fn parse_threshold(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > HEX_DIGITS || !is_lower_hex(value) {
+        return None;
+    }
+    let parsed = u64::from_str_radix(value, 16).ok()?;
+    Some(parsed << (4 * (HEX_DIGITS - value.len())))
+}
+
+/// Returns `trace_state` with the OpenTelemetry threshold set to `threshold` (`Some`) or erased
+/// (`None`), following the OpenTelemetry trace state rules:
+///
+/// * the other sub-keys of the `ot` entry (`rv`, vendor-neutral extensions) are kept, after `th`;
+/// * other vendors' list members are kept, in order;
+/// * the modified `ot` entry moves to the front, as W3C requires of an updated member;
+/// * an `ot` entry left empty is removed.
+pub fn update_trace_state(trace_state: &str, threshold: Option<u64>) -> String {
+    let mut ot_parts: Vec<String> = Vec::new();
+    if let Some(t) = threshold {
+        ot_parts.push(format!("th:{}", encode_threshold(t)));
+    }
+    if let Some(old) = ot_value(trace_state) {
+        ot_parts.extend(
+            old.split(';')
+                .filter(|kv| !kv.is_empty() && !kv.starts_with("th:"))
+                .map(str::to_string),
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
+    if !ot_parts.is_empty() {
+        out.push(format!("ot={}", ot_parts.join(";")));
+    }
+    // Duplicate `ot` members are invalid W3C; dropping them all keeps the output valid.
+    out.extend(
+        members(trace_state)
+            .filter(|m| !m.starts_with("ot="))
+            .map(str::to_string),
+    );
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Values the span sampler's `threshold_math_matches_the_specification` test pins, plus a few
-    /// computed with exact rational arithmetic (Python `fractions`): if this copy drifts from the
-    /// sampler's, this fails.
+    /// Thresholds computed with exact rational arithmetic (Python `fractions`): an
+    /// implementation that rounds differently (e.g. through `1 - p` in floating point) fails.
     #[test]
-    fn thresholds_are_pinned_to_the_span_samplers() {
+    fn thresholds_are_pinned() {
         assert_eq!(threshold(0.0), MAX_THRESHOLD);
         assert_eq!(threshold(100.0), 0);
         assert_eq!(threshold(50.0), 0x0080_0000_0000_0000);
