@@ -129,6 +129,25 @@ fn demo() -> anyhow::Result<()> {
         }
         run(&mut cmd)?;
     }
+    // The same http-filter component that `weft run` serves, made a Proxy-Wasm module for Envoy.
+    eprintln!(
+        "\n=== weft adapt target/guests/ab-router.wasm -o target/guests/ab-router.proxy.wasm"
+    );
+    run(Command::new(cargo()).current_dir(&ws).args([
+        "run",
+        "--quiet",
+        "-p",
+        "weft-host",
+        "--bin",
+        "weft",
+        "--",
+        "adapt",
+        "target/guests/ab-router.wasm",
+        "-o",
+        "target/guests/ab-router.proxy.wasm",
+        "--config",
+        r#"{"split":[{"version":"v1","percent":90},{"version":"v2","percent":10}]}"#,
+    ]))?;
     Ok(())
 }
 
