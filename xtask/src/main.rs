@@ -174,48 +174,58 @@ fn test() -> anyhow::Result<()> {
     run(Command::new("bash")
         .current_dir(&ws)
         .arg("tests/peers/build-collector.sh"))?;
-    // Fast tests first; the tests against a real Envoy (tests/tests/envoy_*.rs) last.
+    // Fast tests first, the tests against a real Envoy (`envoy_*` test targets) last. Every
+    // invocation selects the whole workspace, so features resolve the same way and wasmtime is
+    // built once.
+    let (fast, envoy) = test_targets(&ws)?;
+    let cargo_test = |args: &[&str], targets: &[String]| -> anyhow::Result<()> {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(&ws)
+            .args(["test", "--workspace"])
+            .args(args);
+        for t in targets {
+            cmd.args(["--test", t]);
+        }
+        run(&mut cmd)
+    };
+    cargo_test(&["--lib", "--bins"], &[])?;
+    cargo_test(&[], &fast)?;
+    cargo_test(&["--doc"], &[])?;
+    cargo_test(&[], &envoy)?;
+    Ok(())
+}
+
+/// The workspace's integration-test targets (from `cargo metadata`): the fast ones, and the ones
+/// that run a real Envoy (named `envoy_*`).
+fn test_targets(ws: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let out = Command::new(cargo())
+        .current_dir(ws)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cargo metadata failed");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut fast = Vec::new();
     let mut envoy = Vec::new();
-    for entry in std::fs::read_dir(ws.join("tests").join("tests"))? {
-        let path = entry?.path();
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if path.extension().is_some_and(|e| e == "rs") {
-            let list = if name.starts_with("envoy_") {
-                &mut envoy
-            } else {
-                &mut fast
-            };
-            list.push(name.to_string());
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_test = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"));
+            if let (true, Some(name)) = (is_test, target["name"].as_str()) {
+                let list = if name.starts_with("envoy_") {
+                    &mut envoy
+                } else {
+                    &mut fast
+                };
+                if !list.iter().any(|n| n == name) {
+                    list.push(name.to_string());
+                }
+            }
         }
     }
     fast.sort();
     envoy.sort();
-    run(Command::new(cargo()).current_dir(&ws).args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "weft-tests",
-    ]))?;
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(&ws)
-        .args(["test", "-p", "weft-tests", "--lib", "--bins"]);
-    for t in &fast {
-        cmd.args(["--test", t]);
-    }
-    run(&mut cmd)?;
-    run(Command::new(cargo())
-        .current_dir(&ws)
-        .args(["test", "-p", "weft-tests", "--doc"]))?;
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(&ws).args(["test", "-p", "weft-tests"]);
-    for t in &envoy {
-        cmd.args(["--test", t]);
-    }
-    run(&mut cmd)?;
-    Ok(())
+    Ok((fast, envoy))
 }
 
 fn bench(filter: Option<&str>) -> anyhow::Result<()> {
