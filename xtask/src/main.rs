@@ -45,6 +45,22 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds `target/debug/weft` the way `cargo xtask test` builds it (`cargo build --workspace
+/// --tests`): any narrower selection resolves dependency features differently and would build
+/// wasmtime a second time, so `run`, `demo` and `test` share one build.
+fn weft_binary() -> anyhow::Result<PathBuf> {
+    let ws = workspace();
+    run(Command::new(cargo()).current_dir(&ws).args([
+        "build",
+        "--workspace",
+        "--tests",
+        "--quiet",
+    ]))?;
+    let weft = ws.join("target").join("debug").join("weft");
+    anyhow::ensure!(weft.is_file(), "{} was not built", weft.display());
+    Ok(weft)
+}
+
 /// Adds the wasm targets that `rustup` does not have yet.
 fn ensure_targets() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
@@ -109,19 +125,11 @@ const DEMOS: &[(&str, &str, Option<&str>)] = &[
 fn demo() -> anyhow::Result<()> {
     build_guests()?;
     let ws = workspace();
+    let weft = weft_binary()?;
     for (name, fixture, config) in DEMOS {
         eprintln!("\n=== weft test target/guests/{name}.wasm --input {fixture}");
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(&ws).args([
-            "run",
-            "--quiet",
-            "-p",
-            "weft-host",
-            "--bin",
-            "weft",
-            "--",
-            "test",
-        ]);
+        let mut cmd = Command::new(&weft);
+        cmd.current_dir(&ws).arg("test");
         cmd.arg(format!("target/guests/{name}.wasm"))
             .args(["--input", fixture]);
         if let Some(c) = config {
@@ -133,14 +141,7 @@ fn demo() -> anyhow::Result<()> {
     eprintln!(
         "\n=== weft adapt target/guests/ab-router.wasm -o target/guests/ab-router.proxy.wasm"
     );
-    run(Command::new(cargo()).current_dir(&ws).args([
-        "run",
-        "--quiet",
-        "-p",
-        "weft-host",
-        "--bin",
-        "weft",
-        "--",
+    run(Command::new(&weft).current_dir(&ws).args([
         "adapt",
         "target/guests/ab-router.wasm",
         "-o",
@@ -333,18 +334,8 @@ fn main() -> anyhow::Result<()> {
         Some("build-guests") => build_guests().map(|_| ()),
         Some("run") => {
             ensure_targets()?;
-            let mut cmd = Command::new(cargo());
-            cmd.current_dir(workspace()).args([
-                "run",
-                "--quiet",
-                "-p",
-                "weft-host",
-                "--bin",
-                "weft",
-                "--",
-                "run",
-            ]);
-            cmd.args(&args[1..]);
+            let mut cmd = Command::new(weft_binary()?);
+            cmd.current_dir(workspace()).arg("run").args(&args[1..]);
             run(&mut cmd)
         }
         Some("demo") => demo(),
