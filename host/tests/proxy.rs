@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,46 +25,14 @@ use weft_host::{EngineSettings, MetricsRegistry, PluginHost, PluginMetrics, Weft
 /// Bound of every network step.
 const STEP: Duration = Duration::from_secs(10);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
 /// A guest component built by the host's build script (guests/).
 fn guest(name: &str) -> PathBuf {
     Path::new(env!("WEFT_GUEST_DIR")).join(format!("guest_{}.wasm", name.replace('-', "_")))
 }
 
-/// The tests' filter (host/test-filter), built once per test run into target/wasm.
+/// The tests' filter (guests/http-test-filter), built with the other guests by build.rs.
 fn test_filter() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let ws = workspace();
-            let target = ws.join("target").join("wasm");
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.current_dir(&ws)
-                .args([
-                    "build",
-                    "--quiet",
-                    "--manifest-path",
-                    "host/test-filter/Cargo.toml",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--profile",
-                    "guest",
-                ])
-                .env("CARGO_TARGET_DIR", &target);
-            for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
-                cmd.env_remove(var);
-            }
-            let status = cmd.status().expect("run cargo");
-            assert!(status.success(), "building host/test-filter failed");
-            target.join("wasm32-wasip2/guest/proxy_test_filter.wasm")
-        })
-        .clone()
+    Path::new(env!("WEFT_GUEST_DIR")).join("guest_http_test_filter.wasm")
 }
 
 fn host() -> PluginHost {

@@ -24,19 +24,19 @@ use weft_guest::{Action, Config, Error, HttpFilter, LocalResponse, Plugin, metri
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct Settings {
+pub struct Settings {
     tick_ms: u32,
     call: Option<String>,
     only: Option<String>,
 }
 
-struct TestFilter {
+pub struct TestFilter {
     settings: Settings,
     name: String,
 }
 
 #[derive(Default)]
-struct Stream {
+pub struct Stream {
     marker: Option<String>,
     decide: bool,
     replace: Option<String>,
