@@ -32,7 +32,7 @@ fn guest(name: &str) -> PathBuf {
 
 /// The tests' filter (guests/http-test-filter), built with the other guests by build.rs.
 fn test_filter() -> PathBuf {
-    Path::new(env!("WEFT_GUEST_DIR")).join("guest_http_test_filter.wasm")
+    guest("http-test-filter")
 }
 
 fn host() -> PluginHost {

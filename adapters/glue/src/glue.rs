@@ -701,8 +701,9 @@ pub extern "C" fn proxy_on_done(_ctx: u32) -> u32 {
 /// Envoy's access-log phase: the stream is over and its attributes are complete.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn proxy_on_log(ctx: u32) {
-    if ctx_find(st(), ctx).is_some() {
-        g_done(rep_of(ctx));
+    let s = st();
+    if let Some(i) = ctx_find(s, ctx) {
+        g_done(handle_rep(*s.ctx_vals.add(i)));
     }
 }
 
