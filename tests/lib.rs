@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use weft_host::otlp_io::{OtlpData, read_otlp};
-use weft_host::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
+use weft_runtime::otlp_io::{OtlpData, read_otlp};
+use weft_runtime::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
 
 pub mod envoy;
 

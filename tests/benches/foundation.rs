@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_host::{InstanceReuse, PluginSettings, convert};
+use weft_runtime::{InstanceReuse, PluginSettings, convert};
 use weft_tests::{component, guests, host_with_cache};
 
 const SPANS: usize = weft_tests::BENCH_SPANS;
@@ -21,9 +21,9 @@ fn pb_request() -> ExportTraceServiceRequest {
 }
 
 /// The same batch in the host's WIT types.
-fn host_batch(req: &ExportTraceServiceRequest) -> weft_host::bindings::SpanBatch {
+fn host_batch(req: &ExportTraceServiceRequest) -> weft_runtime::bindings::SpanBatch {
     let rs = &req.resource_spans[0];
-    weft_host::bindings::SpanBatch {
+    weft_runtime::bindings::SpanBatch {
         resource: convert::resource_from_pb(rs.resource.as_ref(), ""),
         scope: convert::scope_from_pb(None, ""),
         spans: rs.scope_spans[0]
@@ -141,7 +141,7 @@ fn pii_mask_batch(c: &mut Criterion) {
     g.bench_function("component_otlp", |b| {
         b.iter_batched(
             || req.clone(),
-            |r| plugin.process_traces(r).expect("ok"),
+            |r| plugin.process(r).expect("ok"),
             BatchSize::LargeInput,
         )
     });
@@ -220,7 +220,7 @@ fn noop_batch(c: &mut Criterion) {
         g.bench_function(format!("pooled_otlp_{label}"), |b| {
             b.iter_batched(
                 || r.clone(),
-                |r| pooled.process_traces(r).expect("ok"),
+                |r| pooled.process(r).expect("ok"),
                 BatchSize::LargeInput,
             )
         });

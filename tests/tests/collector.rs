@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use weft_host::collector::{self, Config};
+use weft::Config;
 use weft_tests::host_with_cache;
 
 /// A request of `n` spans; span `i` carries `test.id = "{tag}-{i}"` and a card number.
@@ -155,7 +155,7 @@ async fn every_item_arrives_once_over_grpc_and_http_with_pii_masked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.jsonl");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config(&out), &host).await.expect("start");
+    let running = weft::start(&config(&out), &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc listener");
     let http_addr = running.address("otlp", "http").expect("http listener");
 
@@ -220,7 +220,7 @@ async fn malformed_inputs_are_refused_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.jsonl");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config(&out), &host).await.expect("start");
+    let running = weft::start(&config(&out), &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
     let addr = running.address("otlp", "http").expect("http");
     let metrics = running.metrics_address.expect("metrics");
@@ -423,7 +423,7 @@ service:
     );
     let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config, &host).await.expect("start");
+    let running = weft::start(&config, &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
     let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
         .await
@@ -493,7 +493,7 @@ service:
     );
     let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config, &host).await.expect("start");
+    let running = weft::start(&config, &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
     let http_addr = running.address("otlp", "http").expect("http");
     let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
@@ -577,7 +577,7 @@ service:
     );
     let config = Config::parse(&yaml, dir.path()).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config, &host).await.expect("start");
+    let running = weft::start(&config, &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
 
     // Load: one client sending 5-span requests back to back until told to stop.
@@ -715,7 +715,7 @@ service:
         out.display()
     );
     let host = host_with_cache(None).expect("host");
-    let a = collector::start(&Config::parse(&a_yaml, dir.path()).expect("a"), &host)
+    let a = weft::start(&Config::parse(&a_yaml, dir.path()).expect("a"), &host)
         .await
         .expect("start a");
     let mut client = TraceServiceClient::connect(format!(
@@ -731,7 +731,7 @@ service:
             .expect("accepted");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = collector::start(&Config::parse(&b_yaml, dir.path()).expect("b"), &host)
+    let b = weft::start(&Config::parse(&b_yaml, dir.path()).expect("b"), &host)
         .await
         .expect("start b");
     let stats = a.pipelines[0].stats.clone();
@@ -785,7 +785,7 @@ service:
     write("none", "out.jsonl");
     let config = Config::load(&path).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config, &host).await.expect("start");
+    let running = weft::start(&config, &host).await.expect("start");
     let mut client = TraceServiceClient::connect(format!(
         "http://{}",
         running.address("otlp", "grpc").expect("grpc")
@@ -886,7 +886,7 @@ service:
         dir.path().join("out.jsonl").display()
     );
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&Config::parse(&yaml, dir.path()).expect("config"), &host)
+    let running = weft::start(&Config::parse(&yaml, dir.path()).expect("config"), &host)
         .await
         .expect("start");
     let mut client = TraceServiceClient::connect(format!(

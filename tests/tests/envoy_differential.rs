@@ -170,19 +170,18 @@ async fn start_weft(
     config: &str,
     upstream: std::net::SocketAddr,
     dir: &Path,
-) -> weft_host::collector::Running {
+) -> weft::Running {
     let yaml = format!(
         "proxies:\n  edge:\n    listen: 127.0.0.1:0\n    upstream: http://{upstream}\n    timeout: 5s\n    filters:\n      \
          - name: filter\n        component: {component:?}\n        config: {config}\n\
          service:\n  telemetry:\n    metrics: {{ address: none }}\n"
     );
-    let config = weft_host::collector::Config::parse(&yaml, dir).expect("config");
-    let engine = weft_host::WeftEngine::new(weft_host::EngineSettings::default()).expect("engine");
-    let host =
-        weft_host::PluginHost::new(engine, weft_host::MetricsRegistry::default()).expect("host");
-    weft_host::collector::start(&config, &host)
-        .await
-        .expect("start")
+    let config = weft::Config::parse(&yaml, dir).expect("config");
+    let engine =
+        weft_runtime::WeftEngine::new(weft_runtime::EngineSettings::default()).expect("engine");
+    let host = weft_runtime::PluginHost::new(engine, weft_runtime::MetricsRegistry::default())
+        .expect("host");
+    weft::start(&config, &host).await.expect("start")
 }
 
 #[test]

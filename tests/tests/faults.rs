@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_host::otlp_io::OtlpData;
-use weft_host::{CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind};
+use weft_runtime::OtlpData;
+use weft_runtime::{
+    CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind,
+};
 use weft_tests::{fixture, guests, host_with_cache};
 
 fn traces() -> ExportTraceServiceRequest {
@@ -47,9 +49,9 @@ fn trap_then_recover(fault: &str, expected: TrapKind) {
         "load creates one instance"
     );
 
-    let batch = weft_host::bindings::SpanBatch {
-        resource: weft_host::convert::resource_from_pb(None, ""),
-        scope: weft_host::convert::scope_from_pb(None, ""),
+    let batch = weft_runtime::bindings::SpanBatch {
+        resource: weft_runtime::convert::resource_from_pb(None, ""),
+        scope: weft_runtime::convert::scope_from_pb(None, ""),
         spans: vec![],
     };
     let start = Instant::now();
@@ -103,13 +105,13 @@ fn unbounded_recursion_traps_as_stack_overflow() {
 
 #[test]
 fn a_fuel_budget_stops_a_loop_before_the_deadline() {
-    let engine = weft_host::WeftEngine::new(weft_host::EngineSettings {
+    let engine = weft_runtime::WeftEngine::new(weft_runtime::EngineSettings {
         cache_dir: None,
         fuel: true,
         ..Default::default()
     })
     .expect("engine");
-    let host = PluginHost::new(engine, weft_host::MetricsRegistry::default()).expect("host");
+    let host = PluginHost::new(engine, weft_runtime::MetricsRegistry::default()).expect("host");
     let mut settings = PluginSettings::new("fault");
     settings.config = serde_json::json!({"fault": "loop", "times": 1});
     settings.deadline = Duration::from_secs(30);
@@ -117,7 +119,7 @@ fn a_fuel_budget_stops_a_loop_before_the_deadline() {
     let plugin = host
         .load_file(guests::FAULT.as_ref(), settings)
         .expect("load");
-    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    let (out, report) = plugin.process(traces()).expect("valid OTLP");
     assert_eq!(report.failed_batches, 1, "the loop ran out of fuel once");
     assert_eq!(out, traces(), "fail-open passed everything on");
     assert_eq!(
@@ -151,9 +153,9 @@ fn a_guest_error_is_not_a_trap_and_keeps_the_instance() {
         serde_json::json!({"fault": "error"}),
         FailPolicy::Open,
     );
-    let batch = weft_host::bindings::SpanBatch {
-        resource: weft_host::convert::resource_from_pb(None, ""),
-        scope: weft_host::convert::scope_from_pb(None, ""),
+    let batch = weft_runtime::bindings::SpanBatch {
+        resource: weft_runtime::convert::resource_from_pb(None, ""),
+        scope: weft_runtime::convert::scope_from_pb(None, ""),
         spans: vec![],
     };
     for _ in 0..3 {
@@ -206,7 +208,7 @@ fn fail_open_passes_failed_batches_on_unchanged() {
         FailPolicy::Open,
     );
     let input = traces();
-    let (out, report) = plugin.process_traces(input.clone()).expect("valid OTLP");
+    let (out, report) = plugin.process(input.clone()).expect("valid OTLP");
     assert_eq!(out, input, "fail-open returns the input as it was");
     assert_eq!(report.items_in, 3);
     assert_eq!(report.items_out, 3);
@@ -228,7 +230,7 @@ fn fail_closed_drops_failed_batches_and_counts_them() {
         serde_json::json!({"fault": "error", "times": 1}),
         FailPolicy::Closed,
     );
-    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    let (out, report) = plugin.process(traces()).expect("valid OTLP");
     // The first scope (2 spans) failed and was dropped; the second (1 span) went through.
     assert_eq!(report.failed_batches, 1);
     assert_eq!(report.failed_items_dropped, 2);
@@ -255,7 +257,7 @@ fn malformed_guest_output_is_rejected_and_handled_by_the_fail_policy() {
         serde_json::json!({"fault": "bad-tree"}),
         FailPolicy::Closed,
     );
-    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    let (out, report) = plugin.process(traces()).expect("valid OTLP");
     assert!(out.resource_spans.is_empty(), "both batches dropped");
     assert_eq!(report.failed_batches, 2);
     assert_eq!(
@@ -263,9 +265,7 @@ fn malformed_guest_output_is_rejected_and_handled_by_the_fail_policy() {
         2
     );
 
-    let strict = plugin
-        .process_traces_strict(traces())
-        .expect_err("strict stops");
+    let strict = plugin.process_strict(traces()).expect_err("strict stops");
     assert!(
         strict.to_string().contains("returned malformed output"),
         "{strict}"
@@ -281,7 +281,7 @@ fn dropping_items_is_counted_as_dropped_not_failed() {
         serde_json::json!({"fault": "drop-all"}),
         FailPolicy::Open,
     );
-    let (out, report) = plugin.process_traces(traces()).expect("valid OTLP");
+    let (out, report) = plugin.process(traces()).expect("valid OTLP");
     assert_eq!(report.items_out, 0);
     assert_eq!(report.failed_batches, 0);
     assert!(
@@ -305,9 +305,9 @@ fn the_host_serves_other_plugins_while_one_loops() {
         s.config = serde_json::json!({"fault": "none"});
         host.load_file(guests::FAULT.as_ref(), s).expect("load")
     };
-    let t = std::thread::spawn(move || looping.process_traces(traces()).map(|(_, r)| r));
+    let t = std::thread::spawn(move || looping.process(traces()).map(|(_, r)| r));
     for _ in 0..20 {
-        let (out, report) = healthy.process_traces(traces()).expect("valid OTLP");
+        let (out, report) = healthy.process(traces()).expect("valid OTLP");
         assert_eq!(report.items_out, 3);
         assert_eq!(out, traces());
     }
@@ -338,7 +338,7 @@ fn wasi_grants_no_environment_and_no_filesystem_by_default() {
         serde_json::json!({"fault": "probe"}),
         FailPolicy::Closed,
     );
-    let (out, _) = plugin.process_traces(traces()).expect("valid OTLP");
+    let (out, _) = plugin.process(traces()).expect("valid OTLP");
     assert!(first_span_attr(&out, "probe.env").contains("<unset>"));
     assert!(first_span_attr(&out, "probe.env_count").contains("IntValue(0)"));
     let fs = first_span_attr(&out, "probe.fs");
@@ -351,7 +351,7 @@ fn wasi_grants_no_environment_and_no_filesystem_by_default() {
     let granted = host
         .load_file(guests::FAULT.as_ref(), settings)
         .expect("load");
-    let (out, _) = granted.process_traces(traces()).expect("valid OTLP");
+    let (out, _) = granted.process(traces()).expect("valid OTLP");
     let home = std::env::var("HOME").expect("HOME");
     assert!(first_span_attr(&out, "probe.env").contains(&home));
     assert!(first_span_attr(&out, "probe.env_count").contains("IntValue(1)"));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_host::collector::{self, Config};
-use weft_host::otlp_io::{OtlpData, read_otlp};
+use weft::Config;
+use weft_runtime::otlp_io::{OtlpData, read_otlp};
 use weft_tests::{host_with_cache, workspace};
 
 fn free_port() -> u16 {
@@ -164,7 +164,7 @@ service:
     );
     let config = Config::parse(&yaml, Path::new("/")).expect("config");
     let host = host_with_cache(None).expect("host");
-    let weft = collector::start(&config, &host).await.expect("start weft");
+    let weft = weft::start(&config, &host).await.expect("start weft");
     let weft_grpc = weft.address("otlp", "grpc").expect("grpc").to_string();
     let _first = otelcol(
         "collector-forward.yaml",

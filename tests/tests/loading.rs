@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
-use weft_host::otlp_io::OtlpData;
-use weft_host::{CallError, LoadError, PluginSettings};
+use weft_runtime::OtlpData;
+use weft_runtime::{CallError, LoadError, PluginSettings};
 use weft_tests::{component, fixture, guests, host_with_cache};
 
 fn load_err(bytes: &[u8], what: &str) -> LoadError {
@@ -86,12 +86,12 @@ fn logs_sent_to_a_spans_only_plugin_are_refused_by_signal() {
         panic!("logs fixture")
     };
     let err = plugin
-        .process_logs_strict(logs)
+        .process_strict(logs)
         .expect_err("sampler has no logs export");
     assert!(
         matches!(
             err,
-            weft_host::ProcessError::Call(CallError::Unsupported { signal: "logs", .. })
+            weft_runtime::ProcessError::Call(CallError::Unsupported { signal: "logs", .. })
         ),
         "{err}"
     );
@@ -158,7 +158,7 @@ fn inspect_names_the_world_version_and_interfaces() {
     let host = host_with_cache(Some(dir.path().to_path_buf())).expect("host");
     let bytes = component(guests::PII_MASK);
     let first =
-        weft_host::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
+        weft_runtime::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
     assert_eq!(first.world, "otlp-processor");
     assert_eq!(first.weft_versions, vec!["0.1.0".to_string()]);
     assert!(
@@ -181,14 +181,14 @@ fn inspect_names_the_world_version_and_interfaces() {
         "nothing cached before the first compile"
     );
     let second =
-        weft_host::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
+        weft_runtime::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
     assert!(
         second.cached_artifact.is_some(),
         "cached after the first inspect"
     );
 
     let cmd =
-        weft_host::inspect::inspect(host.engine(), "cmd.wasm", &component(guests::NOT_A_PLUGIN))
+        weft_runtime::inspect::inspect(host.engine(), "cmd.wasm", &component(guests::NOT_A_PLUGIN))
             .expect("a command component can be inspected");
     assert_eq!(cmd.world, "none (not a weft plugin)");
 }

@@ -14,8 +14,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use weft_host::convert;
-use weft_host::{Plugin, PluginSettings};
+use weft_runtime::convert;
+use weft_runtime::{Plugin, PluginSettings};
 use weft_tests::{guests, host_with_cache};
 
 fn scalar() -> impl Strategy<Value = AnyValue> {
@@ -290,7 +290,7 @@ proptest! {
     #[test]
     fn traces_round_trip_through_a_component(req in traces_request()) {
         thread_local!(static PLUGIN: Plugin = pass_through());
-        let (out, report) = PLUGIN.with(|p| p.process_traces_strict(req.clone())).expect("pass-through");
+        let (out, report) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("pass-through");
         prop_assert_eq!(report.items_in, report.items_out);
         prop_assert_eq!(out, req);
     }
@@ -298,7 +298,7 @@ proptest! {
     #[test]
     fn logs_round_trip_through_a_component(req in logs_request()) {
         thread_local!(static PLUGIN: Plugin = pass_through());
-        let (out, _) = PLUGIN.with(|p| p.process_logs_strict(req.clone())).expect("pass-through");
+        let (out, _) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("pass-through");
         prop_assert_eq!(out, req);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{Compression, WithExportConfig, WithTonicConfig};
-use weft_host::collector::{self, Config};
+use weft::Config;
 use weft_tests::host_with_cache;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +35,7 @@ service:
     );
     let config = Config::parse(&yaml, dir.path()).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = collector::start(&config, &host).await.expect("start");
+    let running = weft::start(&config, &host).await.expect("start");
     let endpoint = format!("http://{}", running.address("otlp", "grpc").expect("grpc"));
 
     let resource = opentelemetry_sdk::Resource::builder()

@@ -279,14 +279,11 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
 
 /// `target/debug/weft adapt <component> -o <out>`; an error says why (c) cannot run.
 fn adapt(ws: &Path, cargo: &str, component: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    crate::run(Command::new(cargo).current_dir(ws).args([
-        "build",
-        "--quiet",
-        "-p",
-        "weft-host",
-        "--bin",
-        "weft",
-    ]))
+    crate::run(
+        Command::new(cargo)
+            .current_dir(ws)
+            .args(["build", "--quiet", "-p", "weft", "--bin", "weft"]),
+    )
     .context("building weft")?;
     let weft = ws.join("target/debug/weft");
     let _ = std::fs::remove_file(out);

@@ -117,7 +117,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             "build",
             "--release",
             "-p",
-            "weft-host",
+            "weft",
             "--bin",
             "weft",
             "-p",

@@ -1,0 +1,246 @@
+//! The OTLP/HTTP receiver (`POST /v1/traces`, `POST /v1/logs`; protobuf or JSON; gzip), on
+//! hyper's HTTP/1.1 ([`weft_runtime::net`]).
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use weft_runtime::net::{Resp, respond};
+
+use crate::pipeline::{ConsumeError, Payload, Pipeline};
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// A gRPC status code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// What the OTLP/HTTP receiver serves.
+#[derive(Clone)]
+pub struct OtlpHttp {
+    /// The traces pipeline, if any.
+    pub traces: Option<Arc<Pipeline>>,
+    /// The logs pipeline, if any.
+    pub logs: Option<Arc<Pipeline>>,
+    /// Largest body accepted, after decompression.
+    pub max_body: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// An error response in the request's encoding (protobuf when unknown), as OTLP/HTTP asks.
+fn error(status: StatusCode, grpc_code: i32, message: String, enc: Encoding) -> Resp {
+    let s = RpcStatus {
+        code: grpc_code,
+        message,
+    };
+    match enc {
+        Encoding::Json => respond(
+            status,
+            "application/json",
+            serde_json::json!({"code": s.code, "message": s.message})
+                .to_string()
+                .into_bytes(),
+        ),
+        Encoding::Protobuf => respond(status, "application/x-protobuf", s.encode_to_vec()),
+    }
+}
+
+impl OtlpHttp {
+    /// Handles one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Resp {
+        let content_type = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let enc = if content_type.starts_with("application/json") {
+            Encoding::Json
+        } else {
+            Encoding::Protobuf
+        };
+        let pipeline = match req.uri().path() {
+            "/v1/traces" => self.traces.clone(),
+            "/v1/logs" => self.logs.clone(),
+            other => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    5,
+                    format!("no OTLP endpoint at {other}"),
+                    enc,
+                );
+            }
+        };
+        if req.method() != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, 12, "use POST".into(), enc);
+        }
+        if !content_type.starts_with("application/json")
+            && !content_type.starts_with("application/x-protobuf")
+        {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                format!(
+                    "content type `{content_type}`: use application/x-protobuf or application/json"
+                ),
+                enc,
+            );
+        }
+        let Some(pipeline) = pipeline else {
+            return error(
+                StatusCode::NOT_FOUND,
+                12,
+                "no pipeline for this signal".into(),
+                enc,
+            );
+        };
+        let gzip = match req
+            .headers()
+            .get(hyper::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+        {
+            None | Some("identity") => false,
+            Some("gzip") => true,
+            Some(other) => {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    3,
+                    format!("content encoding `{other}`: use gzip"),
+                    enc,
+                );
+            }
+        };
+        // The compressed body is limited too: it can never usefully be larger than the limit.
+        // Past the limit the rest is read and dropped (up to 4x), so the client gets the 413
+        // instead of a connection reset.
+        let mut incoming = req.into_body();
+        let mut buf = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = incoming.frame().await {
+            let Ok(frame) = frame else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    "request body ended early".into(),
+                    enc,
+                );
+            };
+            if let Ok(data) = frame.into_data() {
+                total += data.len();
+                if total <= self.max_body {
+                    buf.extend_from_slice(&data);
+                } else if total > self.max_body.saturating_mul(4) {
+                    break;
+                }
+            }
+        }
+        if total > self.max_body {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                8,
+                format!("request body is larger than {} bytes", self.max_body),
+                enc,
+            );
+        }
+        let body = Bytes::from(buf);
+        let body = if gzip {
+            // Read at most one byte past the limit: a gzip bomb stops there.
+            let mut out = Vec::new();
+            let decoder = flate2::read::GzDecoder::new(&body[..]);
+            match decoder.take(self.max_body as u64 + 1).read_to_end(&mut out) {
+                Ok(_) if out.len() > self.max_body => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        8,
+                        format!("decompressed body exceeds {} bytes", self.max_body),
+                        enc,
+                    );
+                }
+                Ok(_) => Bytes::from(out),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        3,
+                        format!("invalid gzip body: {e}"),
+                        enc,
+                    );
+                }
+            }
+        } else {
+            body
+        };
+        let payload = match decode(&pipeline, &body, enc) {
+            Ok(p) => p,
+            Err(message) => return error(StatusCode::BAD_REQUEST, 3, message, enc),
+        };
+        match pipeline.consume(payload) {
+            Ok(rejected) => {
+                let (ct, bytes) = match (enc, pipeline.signal) {
+                    (Encoding::Json, weft_runtime::Signal::Traces) => (
+                        "application/json",
+                        serde_json::to_vec(&rejected.traces_response()).unwrap_or_default(),
+                    ),
+                    (Encoding::Json, weft_runtime::Signal::Logs) => (
+                        "application/json",
+                        serde_json::to_vec(&rejected.logs_response()).unwrap_or_default(),
+                    ),
+                    (Encoding::Protobuf, weft_runtime::Signal::Traces) => (
+                        "application/x-protobuf",
+                        rejected.traces_response().encode_to_vec(),
+                    ),
+                    (Encoding::Protobuf, weft_runtime::Signal::Logs) => (
+                        "application/x-protobuf",
+                        rejected.logs_response().encode_to_vec(),
+                    ),
+                };
+                respond(StatusCode::OK, ct, bytes)
+            }
+            Err(e @ ConsumeError::Invalid(_)) => {
+                error(StatusCode::BAD_REQUEST, 3, e.to_string(), enc)
+            }
+            Err(e) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, 14, e.to_string(), enc);
+                r.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                r
+            }
+        }
+    }
+}
+
+fn decode(pipeline: &Pipeline, body: &[u8], enc: Encoding) -> Result<Payload, String> {
+    use weft_runtime::Signal;
+    match (pipeline.signal, enc) {
+        (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(body)
+            .map(Payload::Traces)
+            .map_err(|e| format!("invalid protobuf: {e}")),
+        (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(body)
+            .map(Payload::Logs)
+            .map_err(|e| format!("invalid protobuf: {e}")),
+        (Signal::Traces, Encoding::Json) => serde_json::from_slice(body)
+            .map(Payload::Traces)
+            .map_err(|e| format!("invalid OTLP/JSON: {e}")),
+        (Signal::Logs, Encoding::Json) => serde_json::from_slice(body)
+            .map(Payload::Logs)
+            .map_err(|e| format!("invalid OTLP/JSON: {e}")),
+    }
+}

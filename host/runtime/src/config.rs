@@ -1,0 +1,199 @@
+//! What every configuration section shares: the error type (errors name the offending key),
+//! durations spelled as the Collector spells them, component ids (`type/name`), and the
+//! settings of a Wasm unit (a collector processor or a proxy filter).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::{Capabilities, FailPolicy, PluginSettings};
+
+/// A configuration error: `key` is the dotted path of the offending key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// e.g. `processors.wasm/pii.deadline`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+pub fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Where a plugin component comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComponentSource {
+    /// A plugin built into the `weft` binary (`builtin:pii-mask`, `builtin:sampler`).
+    Builtin(String),
+    /// A component file; watched for changes.
+    File(PathBuf),
+}
+
+/// A Wasm unit (a `wasm` processor, or a proxy filter): the component, its plugin configuration,
+/// limits and fail policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmConfig {
+    /// The component.
+    pub component: ComponentSource,
+    /// The plugin's own configuration (YAML, handed to the plugin as JSON).
+    pub config: serde_json::Value,
+    /// CPU deadline per call.
+    pub deadline: Duration,
+    /// Memory cap per instance, bytes.
+    pub memory_limit: usize,
+    /// Fuel per call, if any.
+    pub fuel: Option<u64>,
+    /// What happens to a batch the plugin fails on.
+    pub fail_policy: FailPolicy,
+    /// Granted capabilities.
+    pub capabilities: Capabilities,
+}
+
+impl WasmConfig {
+    /// The plugin settings of this unit, named `name` in logs and metrics.
+    pub fn settings(&self, name: &str) -> PluginSettings {
+        let mut settings = PluginSettings::new(name);
+        settings.config = self.config.clone();
+        settings.deadline = self.deadline;
+        settings.memory_cap = self.memory_limit;
+        settings.fuel = self.fuel;
+        settings.fail_policy = self.fail_policy;
+        settings.capabilities = self.capabilities.clone();
+        settings
+    }
+}
+
+/// A Wasm unit as written in YAML.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWasm {
+    component: String,
+    #[serde(default)]
+    config: Option<serde_norway::Value>,
+    #[serde(default)]
+    deadline: Option<String>,
+    #[serde(default)]
+    memory_limit_mib: Option<usize>,
+    #[serde(default)]
+    fuel: Option<u64>,
+    #[serde(default)]
+    fail_policy: FailPolicy,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+/// A duration option: absent → `default`; present → parsed or an error naming `key`.
+pub fn duration_at(
+    key: String,
+    v: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(&s)
+            .ok_or_else(|| err(key, format!("`{s}` is not a duration like 200ms"))),
+    }
+}
+
+/// Parses a duration as the Collector writes them: `200ms`, `5s`, `1m`, `1500us`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// The type part of a component id (`wasm` in `wasm/pii`).
+pub fn component_type(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(t, _)| t)
+}
+
+pub fn from_value<T: serde::de::DeserializeOwned>(
+    key: &str,
+    v: serde_norway::Value,
+) -> Result<T, ConfigError> {
+    // An empty YAML mapping value (`debug:`) parses as null; treat it as `{}`.
+    let v = if v.is_null() {
+        serde_norway::Value::Mapping(Default::default())
+    } else {
+        v
+    };
+    serde_norway::from_value(v).map_err(|e| err(key, e.to_string()))
+}
+
+/// Checks a Wasm unit's settings (a `wasm` processor, or a proxy filter) at `key`.
+pub fn wasm_config(
+    key: &str,
+    r: RawWasm,
+    base: &std::path::Path,
+) -> Result<WasmConfig, ConfigError> {
+    // Built-in names are checked by whoever embeds the built-ins (the `weft` binary).
+    let component = match r.component.strip_prefix("builtin:") {
+        Some(name) => ComponentSource::Builtin(name.to_string()),
+        None => ComponentSource::File(base.join(&r.component)),
+    };
+    let config = match r.config {
+        None => serde_json::json!({}),
+        Some(v) => {
+            serde_json::to_value(v).map_err(|e| err(format!("{key}.config"), e.to_string()))?
+        }
+    };
+    if !config.is_object() {
+        return Err(err(format!("{key}.config"), "must be a mapping"));
+    }
+    let deadline = match r.deadline {
+        None => Duration::from_millis(100),
+        Some(d) => parse_duration(&d).filter(|d| !d.is_zero()).ok_or_else(|| {
+            err(
+                format!("{key}.deadline"),
+                format!("`{d}` is not a duration like 100ms"),
+            )
+        })?,
+    };
+    let memory_limit = r.memory_limit_mib.unwrap_or(64);
+    if memory_limit == 0 || memory_limit > 1024 {
+        return Err(err(
+            format!("{key}.memory_limit_mib"),
+            "must be between 1 and 1024",
+        ));
+    }
+    Ok(WasmConfig {
+        component,
+        config,
+        deadline,
+        memory_limit: memory_limit << 20,
+        fuel: r.fuel,
+        fail_policy: r.fail_policy,
+        capabilities: r.capabilities,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_collectors() {
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("ms"), None);
+    }
+}
