@@ -125,9 +125,13 @@ fn unsupported_reason(module: &str) -> &'static str {
 
 /// Index maps from one input module into the output.
 struct Remap {
+    /// Output index of every function of the module, imported ones first.
     funcs: Vec<u32>,
+    /// Output index of every global of the module.
     globals: Vec<u32>,
+    /// Where the module's types start in the output's type section.
     types_offset: u32,
+    /// The module, for error messages.
     name: &'static str,
     /// Whether the module may use its tables (the glue may not: its empty table is dropped).
     tables: bool,
@@ -180,11 +184,37 @@ fn enc_err(e: ReencodeError<String>) -> AdaptError {
     AdaptError::Invalid(format!("re-encoding: {e}"))
 }
 
-/// Fuses `main` (the component's main module) with `glue`.
+/// Fuses `main` (the component's main module) with `glue`: [`plan`] decides where everything
+/// goes, then the `emit_*` steps write the output's sections in the order the binary format
+/// requires.
 pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, AdaptError> {
     let main = Module::parse(main_bytes).map_err(|e| AdaptError::Invalid(e.to_string()))?;
     let glue = Module::parse(glue_bytes).map_err(|e| AdaptError::Glue(e.to_string()))?;
     check_glue(&glue)?;
+    check_main_imports(&main)?;
+    let mut plan = plan(&main, &glue)?;
+
+    let mut out = Encoder::new();
+    emit_types(&mut out, &main, &glue, &mut plan)?;
+    emit_imports(&mut out, &plan);
+    emit_functions(&mut out, &main, &glue, &plan);
+    emit_tables_and_memory(&mut out, &main, &mut plan)?;
+    emit_globals(&mut out, &main, &glue, &mut plan)?;
+    emit_exports(&mut out, &main, &glue, &plan);
+    emit_start_elements_and_data_count(&mut out, &main, &mut plan)?;
+    emit_code(&mut out, &main, &glue, &mut plan)?;
+    emit_data(&mut out, &main, &mut plan)?;
+
+    Ok(Adapted {
+        module: out.finish(),
+        resolved: plan.resolved,
+        main_module_size: main_bytes.len(),
+    })
+}
+
+/// The main module may import functions only: its memory, tables and globals must be its own
+/// (the glue resolves functions, nothing else).
+fn check_main_imports(main: &Module) -> Result<(), AdaptError> {
     if main.num_global_imports > 0 || main.num_memory_imports > 0 || main.num_table_imports > 0 {
         return Err(AdaptError::Unsupported {
             import: main
@@ -196,7 +226,101 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
             why: "a main module importing memories, tables or globals is not supported",
         });
     }
+    Ok(())
+}
 
+/// Where every item of the two inputs goes in the output, decided before anything is written.
+///
+/// The output's function index space is
+/// `[glue's env.proxy_* imports][main's functions][glue's functions][synthesized]`, where the
+/// synthesized functions are the state getter and setter (`weft:glue.state` / `set_state`) and
+/// a no-op `cabi_post_*` for guest exports that have none. Its globals are the main module's,
+/// then the glue's except its stack pointer (which becomes the guest's), then the glue's root
+/// pointer. Its types are the main module's, then the glue's, then the two getter/setter types.
+/// Memory and tables are the main module's alone.
+struct Plan<'a> {
+    /// The glue's `env` function imports, in order: `(name, glue type index)`. They are the only
+    /// imports of the output.
+    proxy_imports: Vec<(&'a str, u32)>,
+    /// Index maps of the main module.
+    main: Remap,
+    /// Index maps of the glue.
+    glue: Remap,
+    /// The glue's defined globals that are copied (all but its stack pointer).
+    glue_kept_globals: Vec<u32>,
+    /// The output global that holds the glue's root pointer.
+    state_global: u32,
+    /// Number of types of the main module: the glue's types follow them.
+    main_types: u32,
+    /// The type `() -> i32` of the state getter.
+    t_get: u32,
+    /// The type `(i32) -> ()` of the state setter and of the no-op post-return.
+    t_set: u32,
+    /// Imports of the main module and what satisfied each (reported in [`Adapted`]).
+    resolved: Vec<(String, String)>,
+}
+
+/// Output function indices of the main module and the glue, with what resolves their imports.
+struct FunctionPlan<'a> {
+    proxy_imports: Vec<(&'a str, u32)>,
+    main_funcs: Vec<u32>,
+    glue_funcs: Vec<u32>,
+    resolved: Vec<(String, String)>,
+}
+
+/// Lays out the output (see [`Plan`]): resolves the imports of both modules and maps their
+/// function, global and type indices.
+fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError> {
+    let FunctionPlan {
+        proxy_imports,
+        main_funcs,
+        glue_funcs,
+        resolved,
+    } = plan_functions(main, glue)?;
+    let GlobalPlan {
+        main_globals,
+        glue_globals,
+        glue_kept_globals,
+        state_global,
+    } = plan_globals(main, glue)?;
+
+    let main_types = main.types.len() as u32;
+    let glue_types = glue.types.len() as u32;
+    let t_get = main_types + glue_types; // () -> i32
+    let t_set = t_get + 1; // (i32) -> ()
+
+    Ok(Plan {
+        proxy_imports,
+        main: Remap {
+            funcs: main_funcs,
+            globals: main_globals,
+            types_offset: 0,
+            name: "main module",
+            tables: true,
+        },
+        glue: Remap {
+            funcs: glue_funcs,
+            globals: glue_globals,
+            types_offset: main_types,
+            name: "glue",
+            tables: false,
+        },
+        glue_kept_globals,
+        state_global,
+        main_types,
+        t_get,
+        t_set,
+        resolved,
+    })
+}
+
+/// The function index space: the main module's imports resolve to glue exports (with WASI
+/// versions normalized), the glue's imports to `env` imports of the output, main-module
+/// exports, or the synthesized functions.
+fn plan_functions<'a>(
+    main: &Module<'a>,
+    glue: &Module<'a>,
+) -> Result<FunctionPlan<'a>, AdaptError> {
     // Glue exports by name (what the guest's imports resolve to).
     let glue_exports: HashMap<&str, u32> = glue
         .exports
@@ -205,7 +329,7 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         .map(|e| (e.name, e.index))
         .collect();
 
-    // Output function index space: [proxy imports][main's functions][glue's functions][synth].
+    // [proxy imports][main's functions][glue's functions][synth].
     let mut proxy_imports: Vec<(&str, u32)> = Vec::new(); // (name, glue type)
     let mut glue_import_out: Vec<Option<u32>> = Vec::new();
     for imp in glue.imports.iter() {
@@ -285,8 +409,27 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         glue_funcs.push(glue_base + j);
     }
 
-    // Globals: the main module's, then the glue's (its stack pointer is the guest's), then the
-    // glue's root pointer.
+    Ok(FunctionPlan {
+        proxy_imports,
+        main_funcs,
+        glue_funcs,
+        resolved,
+    })
+}
+
+/// Output global indices of the main module and the glue.
+struct GlobalPlan {
+    main_globals: Vec<u32>,
+    glue_globals: Vec<u32>,
+    /// The glue's globals that are copied (all but its stack pointer).
+    glue_kept_globals: Vec<u32>,
+    /// The glue's root pointer (a new global after all the others).
+    state_global: u32,
+}
+
+/// The global index space: the main module's globals, then the glue's (its stack pointer is
+/// the guest's), then the glue's root pointer.
+fn plan_globals(main: &Module, glue: &Module) -> Result<GlobalPlan, AdaptError> {
     let main_sp = main
         .stack_pointer()
         .ok_or_else(|| AdaptError::Unsupported {
@@ -309,84 +452,108 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
             next_global += 1;
         }
     }
-    let state_global = next_global;
+    Ok(GlobalPlan {
+        main_globals,
+        glue_globals,
+        glue_kept_globals,
+        state_global: next_global,
+    })
+}
 
-    let main_types = main.types.len() as u32;
-    let glue_types = glue.types.len() as u32;
-    let t_get = main_types + glue_types; // () -> i32
-    let t_set = t_get + 1; // (i32) -> ()
-
-    let mut rm = Remap {
-        funcs: main_funcs,
-        globals: main_globals,
-        types_offset: 0,
-        name: "main module",
-        tables: true,
-    };
-    let mut rg = Remap {
-        funcs: glue_funcs,
-        globals: glue_globals,
-        types_offset: main_types,
-        name: "glue",
-        tables: false,
-    };
-
-    let mut out = Encoder::new();
-
-    // Types.
+/// Type section: the main module's types, the glue's, then `() -> i32` and `(i32) -> ()`.
+fn emit_types(
+    out: &mut Encoder,
+    main: &Module,
+    glue: &Module,
+    plan: &mut Plan,
+) -> Result<(), AdaptError> {
     let mut types = TypeSection::new();
     if let Some(r) = main.type_section.clone() {
-        rm.parse_type_section(&mut types, r).map_err(enc_err)?;
+        plan.main
+            .parse_type_section(&mut types, r)
+            .map_err(enc_err)?;
     }
     if let Some(r) = glue.type_section.clone() {
-        rg.parse_type_section(&mut types, r).map_err(enc_err)?;
+        plan.glue
+            .parse_type_section(&mut types, r)
+            .map_err(enc_err)?;
     }
     types.ty().function([], [ValType::I32]);
     types.ty().function([ValType::I32], []);
     out.section(&types);
+    Ok(())
+}
 
-    // Imports: only env.proxy_*.
+/// Import section: only the glue's `env.proxy_*` functions.
+fn emit_imports(out: &mut Encoder, plan: &Plan) {
     let mut imports = ImportSection::new();
-    for (name, t) in &proxy_imports {
-        imports.import("env", name, EntityType::Function(t + main_types));
+    for (name, t) in &plan.proxy_imports {
+        imports.import("env", name, EntityType::Function(t + plan.main_types));
     }
     out.section(&imports);
+}
 
-    // Functions.
+/// Function section: the main module's defined functions, the glue's, then the state getter,
+/// the state setter and the no-op post-return.
+fn emit_functions(out: &mut Encoder, main: &Module, glue: &Module, plan: &Plan) {
     let mut funcs = FunctionSection::new();
     for t in &main.func_types[main.num_func_imports as usize..] {
         funcs.function(*t);
     }
     for t in &glue.func_types[glue.num_func_imports as usize..] {
-        funcs.function(t + main_types);
+        funcs.function(t + plan.main_types);
     }
-    funcs.function(t_get);
-    funcs.function(t_set);
-    funcs.function(t_set);
+    funcs.function(plan.t_get);
+    funcs.function(plan.t_set);
+    funcs.function(plan.t_set);
     out.section(&funcs);
+}
 
-    // Tables and memory: the main module's.
+/// Table and memory sections: the main module's (the glue has neither that it uses).
+fn emit_tables_and_memory(
+    out: &mut Encoder,
+    main: &Module,
+    plan: &mut Plan,
+) -> Result<(), AdaptError> {
     if let Some(r) = main.tables.clone() {
         let mut tables = TableSection::new();
-        rm.parse_table_section(&mut tables, r).map_err(enc_err)?;
+        plan.main
+            .parse_table_section(&mut tables, r)
+            .map_err(enc_err)?;
         out.section(&tables);
     }
     if let Some(r) = main.memories.clone() {
         let mut mems = MemorySection::new();
-        rm.parse_memory_section(&mut mems, r).map_err(enc_err)?;
+        plan.main
+            .parse_memory_section(&mut mems, r)
+            .map_err(enc_err)?;
         out.section(&mems);
     }
+    Ok(())
+}
 
-    // Globals.
+/// Global section: the main module's globals, the glue's kept ones, and the root pointer
+/// (a mutable i32, 0 until the glue's first call).
+fn emit_globals(
+    out: &mut Encoder,
+    main: &Module,
+    glue: &Module,
+    plan: &mut Plan,
+) -> Result<(), AdaptError> {
     let mut globals = GlobalSection::new();
     if let Some(r) = main.globals.clone() {
-        rm.parse_global_section(&mut globals, r).map_err(enc_err)?;
+        plan.main
+            .parse_global_section(&mut globals, r)
+            .map_err(enc_err)?;
     }
     if let Some(r) = glue.globals.clone() {
         for (i, g) in r.into_iter().enumerate() {
             let g = g.map_err(|e| AdaptError::Glue(e.to_string()))?;
-            if glue_kept_globals.contains(&(i as u32 + glue.num_global_imports)) {
-                rg.parse_global(&mut globals, g).map_err(enc_err)?;
+            if plan
+                .glue_kept_globals
+                .contains(&(i as u32 + glue.num_global_imports))
+            {
+                plan.glue.parse_global(&mut globals, g).map_err(enc_err)?;
             }
         }
     }
@@ -399,8 +566,11 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         &ConstExpr::i32_const(0),
     );
     out.section(&globals);
+    Ok(())
+}
 
-    // Exports: the memory, the glue's Proxy-Wasm entry points, and `_initialize`.
+/// Export section: the memory, the glue's Proxy-Wasm entry points, and `_initialize`.
+fn emit_exports(out: &mut Encoder, main: &Module, glue: &Module, plan: &Plan) {
     let mut exports = ExportSection::new();
     for e in &main.exports {
         if e.kind == ExternalKind::Memory {
@@ -411,63 +581,89 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         if e.kind == ExternalKind::Func
             && (e.name.starts_with("proxy_on_") || e.name.starts_with("proxy_abi_version_"))
         {
-            let idx = rg.funcs[e.index as usize];
+            let idx = plan.glue.funcs[e.index as usize];
             exports.export(e.name, ExportKind::Func, idx);
         }
     }
     if let Some(init) = main.export_func("_initialize") {
-        exports.export("_initialize", ExportKind::Func, rm.funcs[init as usize]);
+        exports.export(
+            "_initialize",
+            ExportKind::Func,
+            plan.main.funcs[init as usize],
+        );
     }
     out.section(&exports);
+}
 
+/// Start, element and data-count sections: the main module's, if it has them.
+fn emit_start_elements_and_data_count(
+    out: &mut Encoder,
+    main: &Module,
+    plan: &mut Plan,
+) -> Result<(), AdaptError> {
     if let Some(start) = main.start {
         out.section(&StartSection {
-            function_index: rm.funcs[start as usize],
+            function_index: plan.main.funcs[start as usize],
         });
     }
     if let Some(r) = main.elements.clone() {
         let mut elems = ElementSection::new();
-        rm.parse_element_section(&mut elems, r).map_err(enc_err)?;
+        plan.main
+            .parse_element_section(&mut elems, r)
+            .map_err(enc_err)?;
         out.section(&elems);
     }
     if let Some(count) = main.data_count {
         out.section(&DataCountSection { count });
     }
+    Ok(())
+}
 
-    // Code.
+/// Code section: the main module's bodies, the glue's (re-encoded with their index maps), then
+/// the synthesized getter, setter and no-op.
+fn emit_code(
+    out: &mut Encoder,
+    main: &Module,
+    glue: &Module,
+    plan: &mut Plan,
+) -> Result<(), AdaptError> {
     let mut code = CodeSection::new();
     for body in main.code.iter().cloned() {
-        rm.parse_function_body(&mut code, body).map_err(enc_err)?;
+        plan.main
+            .parse_function_body(&mut code, body)
+            .map_err(enc_err)?;
     }
     for body in glue.code.iter().cloned() {
-        rg.parse_function_body(&mut code, body).map_err(enc_err)?;
+        plan.glue
+            .parse_function_body(&mut code, body)
+            .map_err(enc_err)?;
     }
     let mut get = Function::new([]);
-    get.instruction(&Instruction::GlobalGet(state_global));
+    get.instruction(&Instruction::GlobalGet(plan.state_global));
     get.instruction(&Instruction::End);
     code.function(&get);
     let mut set = Function::new([]);
     set.instruction(&Instruction::LocalGet(0));
-    set.instruction(&Instruction::GlobalSet(state_global));
+    set.instruction(&Instruction::GlobalSet(plan.state_global));
     set.instruction(&Instruction::End);
     code.function(&set);
     let mut noop = Function::new([]);
     noop.instruction(&Instruction::End);
     code.function(&noop);
     out.section(&code);
+    Ok(())
+}
 
+/// Data section: the main module's (the glue has none, see [`check_glue`]).
+fn emit_data(out: &mut Encoder, main: &Module, plan: &mut Plan) -> Result<(), AdaptError> {
     if let Some(r) = main.data.clone() {
         let mut data = DataSection::new();
-        rm.parse_data_section(&mut data, r).map_err(enc_err)?;
+        plan.main
+            .parse_data_section(&mut data, r)
+            .map_err(enc_err)?;
         out.section(&data);
     }
-
-    let _ = f_noop_post;
-    Ok(Adapted {
-        module: out.finish(),
-        resolved,
-        main_module_size: main_bytes.len(),
-    })
+    Ok(())
 }
 
 /// The glue must follow the rules that let it live inside the guest's module.
@@ -494,4 +690,132 @@ fn check_glue(glue: &Module) -> Result<(), AdaptError> {
         return Err(AdaptError::Glue("has a start function".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_encoder::{MemoryType, TypeSection as Types};
+
+    /// A main module that exports everything the glue imports from `weft:guest` (each a
+    /// function that returns zeros), a memory and a stack pointer, and imports `imports`.
+    fn synthetic_main(imports: &[(&str, &str)]) -> Vec<u8> {
+        let glue = Module::parse(crate::GLUE).expect("the glue parses");
+        let guest: Vec<(&str, &wasmparser::FuncType)> = glue
+            .imports
+            .iter()
+            .filter(|i| i.module == "weft:guest" && !i.name.starts_with("cabi_post_"))
+            .filter_map(|i| match i.ty {
+                TypeRef::Func(t) => Some((i.name, &glue.types[t as usize])),
+                _ => None,
+            })
+            .collect();
+        let mut types = Types::new();
+        for (_, ty) in &guest {
+            let params: Vec<ValType> = ty.params().iter().map(|_| ValType::I32).collect();
+            let results: Vec<ValType> = ty.results().iter().map(|_| ValType::I32).collect();
+            types.ty().function(params, results);
+        }
+        let unit = guest.len() as u32;
+        types.ty().function([], []);
+        let mut imps = ImportSection::new();
+        for (module, name) in imports {
+            imps.import(module, name, EntityType::Function(unit));
+        }
+        let mut funcs = FunctionSection::new();
+        let mut code = CodeSection::new();
+        for (i, (_, ty)) in guest.iter().enumerate() {
+            funcs.function(i as u32);
+            let mut f = Function::new([]);
+            for _ in ty.results() {
+                f.instruction(&Instruction::I32Const(0));
+            }
+            f.instruction(&Instruction::End);
+            code.function(&f);
+        }
+        let mut mems = MemorySection::new();
+        mems.memory(MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        let mut globals = GlobalSection::new();
+        globals.global(
+            GlobalType {
+                val_type: ValType::I32,
+                mutable: true,
+                shared: false,
+            },
+            &ConstExpr::i32_const(65536),
+        );
+        let mut exports = ExportSection::new();
+        exports.export("memory", ExportKind::Memory, 0);
+        for (i, (name, _)) in guest.iter().enumerate() {
+            exports.export(name, ExportKind::Func, imports.len() as u32 + i as u32);
+        }
+        let mut m = Encoder::new();
+        m.section(&types)
+            .section(&imps)
+            .section(&funcs)
+            .section(&mems)
+            .section(&globals)
+            .section(&exports)
+            .section(&code);
+        m.finish()
+    }
+
+    #[test]
+    fn a_main_module_fuses_into_a_module_that_verifies() {
+        let main = synthetic_main(&[("wasi:cli/stdout@0.2.3", "get-stdout")]);
+        let adapted = fuse(&main, crate::GLUE).expect("fuses");
+        crate::verify(&adapted.module).expect("verifies");
+        assert_eq!(
+            adapted.resolved,
+            [(
+                "wasi:cli/stdout@0.2.3#get-stdout".to_string(),
+                "wasi:cli/stdout@0.2#get-stdout".to_string()
+            )]
+        );
+        let out = Module::parse(&adapted.module).expect("parses");
+        assert!(out.imports.iter().all(|i| i.module == "env"));
+        assert_eq!(out.num_memories, 1);
+        assert_eq!(out.num_data, 0);
+        // The glue's root pointer is one global more than the main module's and the glue's
+        // (whose stack pointer became the main module's).
+        let glue = Module::parse(crate::GLUE).expect("parses");
+        assert_eq!(out.num_globals(), 1 + glue.num_globals());
+    }
+
+    #[test]
+    fn an_import_the_glue_does_not_provide_is_refused_with_its_reason() {
+        let main = synthetic_main(&[("wasi:filesystem/types@0.2.0", "open-at")]);
+        match fuse(&main, crate::GLUE) {
+            Err(AdaptError::Unsupported { import, why }) => {
+                assert_eq!(import, "wasi:filesystem/types@0.2.0#open-at");
+                assert!(why.contains("no filesystem"), "{why}");
+            }
+            other => panic!("{:?}", other.map(|a| a.resolved)),
+        }
+    }
+
+    #[test]
+    fn wasi_versions_are_normalized_to_0_2_only() {
+        assert_eq!(normalize("wasi:cli/stdout@0.2.3"), "wasi:cli/stdout@0.2");
+        assert_eq!(normalize("wasi:cli/stdout@0.2"), "wasi:cli/stdout@0.2");
+        assert_eq!(
+            normalize("wasi:cli/stdout@0.20.1"),
+            "wasi:cli/stdout@0.20.1"
+        );
+        assert_eq!(normalize("wasi:cli/stdout@0.3.0"), "wasi:cli/stdout@0.3.0");
+        assert_eq!(normalize("weft:plugin/log@0.1.0"), "weft:plugin/log@0.1.0");
+    }
+
+    #[test]
+    fn a_core_module_or_non_wasm_input_is_not_a_component() {
+        assert!(matches!(main_module(b"hello"), Err(AdaptError::NotWasm)));
+        let core = synthetic_main(&[]);
+        assert!(matches!(main_module(&core), Err(AdaptError::CoreModule)));
+    }
 }

@@ -15,13 +15,30 @@
 //!   scratch buffer, growable tables), and every buffer it hands to the guest is the guest's to
 //!   free. Memory therefore does not grow with the number of requests.
 //!
-//! The code is panic-free by construction (raw pointers, wrapping arithmetic): a panic would
-//! pull in `core::fmt` and its static data.
+//! The code is panic-free by construction (no indexing that can fail, no `unwrap`, wrapping
+//! arithmetic where it could overflow): a panic would pull in `core::fmt` and its static data.
+//!
+//! The Proxy-Wasm exports and the WIT imports are in `glue` (wasm32 only). The data structures
+//! are modules of their own that also build natively, for their unit tests: the byte buffer
+//! ([`buf`]), the context table ([`contexts`]), the resource handles ([`handles`]), the metric
+//! ids ([`metrics`]), Proxy-Wasm header maps ([`header_map`]) and the configuration's JSON
+//! reader ([`json`]); [`abi`] has the canonical-ABI layouts, [`mem`] the allocator.
 //!
 //! The mapping of each function to its Proxy-Wasm calls is in adapters/README.md.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
-#![allow(clippy::missing_safety_doc, clippy::not_unsafe_ptr_arg_deref)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+// Natively only the unit tests use the data structures; the wasm32 build uses all of them.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod abi;
+mod buf;
+mod contexts;
+mod handles;
+mod header_map;
+mod json;
+mod mem;
+mod metrics;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
