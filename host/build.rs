@@ -1,12 +1,9 @@
-//! Builds the guest components from source (see xtask/src/guests.rs) so the CLI tests in
+//! Builds the guest components from source (see xtask/guest-build) so the CLI tests in
 //! host/tests/ can run them; `WEFT_GUEST_DIR` tells them where the components are.
 
 use std::path::{Path, PathBuf};
 
-// Shared with xtask and the tests' build script, which use more of it than this one does.
-#[allow(dead_code)]
-#[path = "../xtask/src/guests.rs"]
-mod guests;
+use weft_guest_build as guests;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
