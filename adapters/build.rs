@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-#[allow(dead_code)]
-#[path = "../xtask/src/guests.rs"]
-mod guests;
+use weft_guest_build as guests;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

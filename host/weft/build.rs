@@ -1,12 +1,11 @@
-//! Builds the guest components from source (see xtask/src/guests.rs) so the CLI tests in
-//! host/tests/ can run them; `WEFT_GUEST_DIR` tells them where the components are.
+//! Builds the two plugins built into `weft` (guests/pii-mask, guests/sampler) from source with the
+//! shared guest build routine (xtask/guest-build) and points `WEFT_BUILTIN_DIR` at them, so
+//! `weft run` works with no files and a `cargo run -p weft` builds no other guest.
 
 use std::path::{Path, PathBuf};
 
-// Shared with xtask and the tests' build script, which use more of it than this one does.
-#[allow(dead_code)]
-#[path = "../../xtask/src/guests.rs"]
-mod guests;
+/// The guest packages `builtin.rs` embeds.
+const BUILTINS: [&str; 2] = ["guest-pii-mask", "guest-sampler"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -15,15 +14,21 @@ fn main() {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .expect("host/weft is inside the workspace");
-    for dir in ["wit", "guests"] {
+    for dir in [
+        "wit",
+        "guests/sdk",
+        "guests/lib",
+        "guests/pii-mask",
+        "guests/sampler",
+    ] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if let Err(e) = guests::build_guests(&ws, &cargo) {
-        panic!("{e}");
-    }
-    let dir = guests::guest_target_dir(&ws)
-        .join(guests::GUEST_TARGET)
-        .join(guests::GUEST_PROFILE);
-    println!("cargo:rustc-env=WEFT_GUEST_DIR={}", dir.display());
+    let built = weft_guest_build::build_guest_packages(&ws, &cargo, &BUILTINS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = built
+        .first()
+        .and_then(|(_, path)| path.parent())
+        .expect("two components were built");
+    println!("cargo:rustc-env=WEFT_BUILTIN_DIR={}", dir.display());
 }

@@ -1,6 +1,7 @@
 //! Guests that trap, loop, exhaust memory, overflow the stack, return errors or reject their
-//! configuration (guests/fault). Each case asserts the typed error, that the host goes on, that
-//! a trapped instance is replaced by a fresh one, and what fail-open and fail-closed did.
+//! configuration (guests/fixtures/fault). Each case asserts the typed error, that the host goes
+//! on, that a trapped instance is replaced by a fresh one, and what fail-open and fail-closed
+//! did.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

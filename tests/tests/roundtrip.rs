@@ -1,7 +1,7 @@
 //! OTLP → WIT → OTLP is the identity: every field, nested AnyValues, events and links included.
 //! Checked on the conversion functions alone (many cases) and through a real component that
-//! passes batches through (guests/fault with `fault: none`), where the data also crosses the
-//! component boundary both ways.
+//! passes batches through (guests/fixtures/fault with `fault: none`), where the data also crosses
+//! the component boundary both ways.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -40,15 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-#[path = "../../tests/envoy/config.rs"]
-#[allow(dead_code)]
-mod config;
-#[path = "../../tests/envoy/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use config::{EnvoyConfig, WasmFilter};
-use process::Envoy;
+use weft_envoy_harness::{Envoy, EnvoyConfig, WasmFilter, config, process};
 
 /// Repetitions of every variant (`WEFT_BENCH_REPS` overrides).
 const REPS: usize = 3;

@@ -19,9 +19,9 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 mod envoy_bench;
-#[path = "guests.rs"]
-mod guests;
 mod pipeline_bench;
+
+use weft_guest_build as guests;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,5 +1,5 @@
 //! Masks personal data in HTTP request and response bodies, with the detectors of the
-//! `pii-mask` telemetry plugin (`guests/pii-mask/src/scan.rs`, compiled into this crate):
+//! `pii-mask` telemetry plugin (the `weft-pii-scan` crate, guests/lib/pii-scan):
 //!
 //! * payment cards: 13 to 19 digits, optionally grouped by single spaces or dashes, first digit
 //!   2 to 6, Luhn-valid: `4111 1111 1111 1111` becomes `4111 **** **** 1111`;
@@ -29,17 +29,11 @@
 //! {"request": true, "response": true, "max_body_bytes": 1048576}
 //! ```
 
-// The pii-mask plugin's scanners, shared as source. `rustfmt::skip` keeps `cargo fmt` of this
-// crate from rewriting the other crate's file.
-#[path = "../../pii-mask/src/scan.rs"]
-#[rustfmt::skip]
-mod scan;
-
-use scan::{Detectors, Hit, Kind, MIN_CARD_DIGITS};
 use serde::Deserialize;
 use serde_json::Value;
 use weft_guest::http::{self, Body, HeaderMap};
 use weft_guest::{Action, Config, Error, HttpFilter, Plugin, metrics};
+use weft_pii_scan::{Detectors, Hit, Kind, MIN_CARD_DIGITS};
 
 /// Leading card digits left visible.
 const KEEP_FIRST: usize = 4;

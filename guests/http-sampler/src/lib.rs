@@ -29,14 +29,11 @@
 //! {"percentage": 10.0, "b3": false}
 //! ```
 
-// The sampling math is the span sampler's own file, so the two cannot drift apart.
-#[allow(dead_code)]
-#[path = "../../sampler/src/consistent.rs"]
-mod consistent;
-
-pub use consistent::{MAX_THRESHOLD, threshold};
+// The sampling math is the span sampler's own crate, so the two cannot drift apart.
+pub use weft_consistent_sampling::{MAX_THRESHOLD, threshold};
 
 use serde::Deserialize;
+use weft_consistent_sampling as consistent;
 use weft_guest::{Action, Config, Error, HttpFilter, Plugin, http, metrics};
 
 /// The configuration.

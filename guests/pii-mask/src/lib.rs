@@ -23,15 +23,14 @@
 #![warn(missing_docs)]
 
 mod config;
-mod scan;
 
 pub use config::{ExtraPattern, MaskConfig};
 
 use regex::Regex;
-use scan::{Detectors, Hit, Kind, MIN_CARD_DIGITS};
 use weft_guest::{
     Config, Error, KeyValue, LogBatch, LogTransform, Plugin, SpanBatch, SpanProcessor, Value,
 };
+use weft_pii_scan::{Detectors, Hit, Kind, MIN_CARD_DIGITS};
 
 /// An operator-defined pattern, compiled.
 #[derive(Debug)]

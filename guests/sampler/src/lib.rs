@@ -26,7 +26,7 @@ use weft_guest::{
     AttributesExt, Config, Error, Plugin, Span, SpanBatch, SpanProcessor, StatusCode, TraceId,
 };
 
-mod consistent;
+use weft_consistent_sampling as consistent;
 
 pub use consistent::{
     MAX_THRESHOLD, encode_threshold, ot_subkey, parse_randomness, parse_threshold, probability,
@@ -298,7 +298,7 @@ weft_guest::export_span_processor!(SamplerPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consistent::RANDOMNESS_MASK;
+    use weft_consistent_sampling::RANDOMNESS_MASK;
     use weft_guest::{KeyValue, SpanKind, Status};
 
     /// A span of trace `trace_id` with string attributes and a status code.

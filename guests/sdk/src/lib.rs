@@ -31,6 +31,8 @@
 //!
 //! The export macros run `wit_bindgen::generate!` in the plugin's crate with
 //! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
+//! A plugin elsewhere names the WIT directory, relative to its crate:
+//! `weft_guest::export_span_processor!(Tagger, wit: "../../../wit");`.
 
 pub mod http;
 pub mod store;
@@ -203,14 +205,18 @@ pub fn __init<T: Plugin>(
     Ok(())
 }
 
-/// The bindings every export macro generates; `$world` is the world's name.
+/// The bindings every export macro generates: `[$wit]` is the WIT directory relative to the
+/// plugin crate (`[]`: `../../wit`), `$world` the world's name, then any extra `with` mappings.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weft_bindings {
-    ($world:literal $(, $iface:literal => $path:path)*) => {
+    ([], $($rest:tt)*) => {
+        $crate::__weft_bindings!(["../../wit"], $($rest)*);
+    };
+    ([$wit:literal], $world:literal $(, $iface:literal => $path:path)*) => {
         $crate::__wit_bindgen::generate!({
             world: $world,
-            path: "../../wit",
+            path: $wit,
             runtime_path: "::weft_guest::__wit_bindgen::rt",
             with: {
                 "weft:plugin/types@0.1.0": ::weft_guest::bindings::weft::plugin::types,
@@ -223,6 +229,27 @@ macro_rules! __weft_bindings {
             },
             generate_all,
         });
+    };
+}
+
+/// What every export macro expands to: a module, compiled for wasm32 only, with the bindings of
+/// the world (the arguments of [`__weft_bindings!`] in `( … )`), the `lifecycle` export, the
+/// world's own exports (`$exports`, items that name `__weft_bindings` and `__WEFT_PLUGIN`) and
+/// wit-bindgen's `export!`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_export {
+    ($ty:ident, ($($bindings:tt)*), $($exports:item)*) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __weft_export {
+            use super::*;
+            mod __weft_bindings {
+                $crate::__weft_bindings!($($bindings)*);
+            }
+            $crate::__weft_lifecycle!($ty);
+            $($exports)*
+            __weft_bindings::export!($ty with_types_in __weft_bindings);
+        }
     };
 }
 
@@ -243,52 +270,63 @@ macro_rules! __weft_lifecycle {
     };
 }
 
+/// Implements the `spans` export for `$ty`, a [`SpanProcessor`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_spans {
+    ($ty:ident) => {
+        impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
+            fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
+                $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                    <$ty as $crate::SpanProcessor>::process_spans(p, batch)
+                })
+            }
+        }
+    };
+}
+
+/// Implements the `logs` export for `$ty`, a [`LogTransform`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_logs {
+    ($ty:ident) => {
+        impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
+            fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
+                $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                    <$ty as $crate::LogTransform>::process_logs(p, batch)
+                })
+            }
+        }
+    };
+}
+
 /// Exports `$ty` (a [`SpanProcessor`]) as a component of the world `weft:plugin/span-processor`.
 ///
 /// Exports are only emitted when compiling for wasm32, so the plugin crate can also be built
 /// natively as a library (unit tests, benchmarks against the native code).
+///
+/// The WIT is read from `../../wit` relative to the plugin crate; elsewhere, name the directory:
+/// `export_span_processor!(MyPlugin, wit: "../../../wit")` (the same for every export macro).
 #[macro_export]
 macro_rules! export_span_processor {
-    ($ty:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        mod __weft_export {
-            use super::*;
-            mod __weft_bindings {
-                $crate::__weft_bindings!("weft:plugin/span-processor@0.1.0");
-            }
-            $crate::__weft_lifecycle!($ty);
-            impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
-                fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
-                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                        <$ty as $crate::SpanProcessor>::process_spans(p, batch)
-                    })
-                }
-            }
-            __weft_bindings::export!($ty with_types_in __weft_bindings);
-        }
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/span-processor@0.1.0"),
+            $crate::__weft_spans!($ty);
+        );
     };
 }
 
 /// Exports `$ty` (a [`LogTransform`]) as a component of the world `weft:plugin/log-transform`.
 #[macro_export]
 macro_rules! export_log_transform {
-    ($ty:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        mod __weft_export {
-            use super::*;
-            mod __weft_bindings {
-                $crate::__weft_bindings!("weft:plugin/log-transform@0.1.0");
-            }
-            $crate::__weft_lifecycle!($ty);
-            impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
-                fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
-                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                        <$ty as $crate::LogTransform>::process_logs(p, batch)
-                    })
-                }
-            }
-            __weft_bindings::export!($ty with_types_in __weft_bindings);
-        }
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/log-transform@0.1.0"),
+            $crate::__weft_logs!($ty);
+        );
     };
 }
 
@@ -296,30 +334,13 @@ macro_rules! export_log_transform {
 /// `weft:plugin/otlp-processor`.
 #[macro_export]
 macro_rules! export_otlp_processor {
-    ($ty:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        mod __weft_export {
-            use super::*;
-            mod __weft_bindings {
-                $crate::__weft_bindings!("weft:plugin/otlp-processor@0.1.0");
-            }
-            $crate::__weft_lifecycle!($ty);
-            impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
-                fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
-                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                        <$ty as $crate::SpanProcessor>::process_spans(p, batch)
-                    })
-                }
-            }
-            impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
-                fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
-                    $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                        <$ty as $crate::LogTransform>::process_logs(p, batch)
-                    })
-                }
-            }
-            __weft_bindings::export!($ty with_types_in __weft_bindings);
-        }
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/otlp-processor@0.1.0"),
+            $crate::__weft_spans!($ty);
+            $crate::__weft_logs!($ty);
+        );
     };
 }
 
@@ -327,84 +348,129 @@ macro_rules! export_otlp_processor {
 /// runs in weft's filter proxy, and in Envoy after `weft adapt`.
 #[macro_export]
 macro_rules! export_http_filter {
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            (
+                [$($wit)?],
+                "weft:plugin/http-filter@0.1.0",
+                "weft:plugin/http@0.1.0" => ::weft_guest::bindings::weft::plugin::http
+            ),
+            $crate::__weft_filter!($ty);
+        );
+    };
+}
+
+/// Implements the `filter` export for `$ty`, an [`HttpFilter`]: the `http-stream` resource
+/// (one per HTTP stream, holding `$ty`'s `Stream`), its callbacks, `on-tick` and
+/// `on-http-call-response`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_filter {
     ($ty:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        mod __weft_export {
-            use super::*;
-            mod __weft_bindings {
-                $crate::__weft_bindings!(
-                    "weft:plugin/http-filter@0.1.0",
-                    "weft:plugin/http@0.1.0" => ::weft_guest::bindings::weft::plugin::http
-                );
+        use __weft_bindings::exports::weft::plugin::filter as __filter;
+
+        /// The per-stream state of `$ty`.
+        pub struct __WeftStream(::std::cell::RefCell<<$ty as $crate::HttpFilter>::Stream>);
+
+        fn __action(a: $crate::Action) -> __filter::Action {
+            match a {
+                $crate::Action::Continue => __filter::Action::Continue,
+                $crate::Action::Pause => __filter::Action::Pause,
+                $crate::Action::Respond(r) => __filter::Action::Respond(__filter::LocalResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                    details: r.details,
+                }),
             }
-            $crate::__weft_lifecycle!($ty);
-            use __weft_bindings::exports::weft::plugin::filter as __filter;
+        }
 
-            /// The per-stream state of `$ty`.
-            pub struct __WeftStream(::std::cell::RefCell<<$ty as $crate::HttpFilter>::Stream>);
-
-            fn __action(a: $crate::Action) -> __filter::Action {
-                match a {
-                    $crate::Action::Continue => __filter::Action::Continue,
-                    $crate::Action::Pause => __filter::Action::Pause,
-                    $crate::Action::Respond(r) => __filter::Action::Respond(__filter::LocalResponse {
-                        status: r.status,
-                        headers: r.headers,
-                        body: r.body,
-                        details: r.details,
-                    }),
+        fn __call<R>(f: impl FnOnce(&mut $ty) -> R) -> R {
+            __WEFT_PLUGIN.with(|c| {
+                let mut plugin = c.borrow_mut();
+                match plugin.as_mut() {
+                    Some(p) => f(p),
+                    None => panic!("weft: the proxy called the filter before init"),
                 }
-            }
+            })
+        }
 
-            fn __call<R>(f: impl FnOnce(&mut $ty) -> R) -> R {
-                __WEFT_PLUGIN.with(|c| {
-                    let mut plugin = c.borrow_mut();
-                    match plugin.as_mut() {
-                        Some(p) => f(p),
-                        None => panic!("weft: the proxy called the filter before init"),
-                    }
+        impl __filter::GuestHttpStream for __WeftStream {
+            fn new() -> Self {
+                __WeftStream(::std::cell::RefCell::new(__call(|p| {
+                    <$ty as $crate::HttpFilter>::new_stream(p)
+                })))
+            }
+            fn on_request_headers(&self, n: u32, eos: bool) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_request_headers(
+                        p,
+                        &mut self.0.borrow_mut(),
+                        n,
+                        eos,
+                    )
+                }))
+            }
+            fn on_request_body(&self, n: u32, eos: bool) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_request_body(
+                        p,
+                        &mut self.0.borrow_mut(),
+                        n,
+                        eos,
+                    )
+                }))
+            }
+            fn on_request_trailers(&self, n: u32) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_request_trailers(p, &mut self.0.borrow_mut(), n)
+                }))
+            }
+            fn on_response_headers(&self, n: u32, eos: bool) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_response_headers(
+                        p,
+                        &mut self.0.borrow_mut(),
+                        n,
+                        eos,
+                    )
+                }))
+            }
+            fn on_response_body(&self, n: u32, eos: bool) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_response_body(
+                        p,
+                        &mut self.0.borrow_mut(),
+                        n,
+                        eos,
+                    )
+                }))
+            }
+            fn on_response_trailers(&self, n: u32) -> __filter::Action {
+                __action(__call(|p| {
+                    <$ty as $crate::HttpFilter>::on_response_trailers(
+                        p,
+                        &mut self.0.borrow_mut(),
+                        n,
+                    )
+                }))
+            }
+            fn on_done(&self) {
+                __call(|p| <$ty as $crate::HttpFilter>::on_done(p, &mut self.0.borrow_mut()))
+            }
+        }
+
+        impl __filter::Guest for $ty {
+            type HttpStream = __WeftStream;
+            fn on_tick() {
+                __call(|p| <$ty as $crate::HttpFilter>::on_tick(p))
+            }
+            fn on_http_call_response(token: u32, status: u16, body: Vec<u8>) {
+                __call(|p| {
+                    <$ty as $crate::HttpFilter>::on_http_call_response(p, token, status, body)
                 })
             }
-
-            impl __filter::GuestHttpStream for __WeftStream {
-                fn new() -> Self {
-                    __WeftStream(::std::cell::RefCell::new(__call(|p| {
-                        <$ty as $crate::HttpFilter>::new_stream(p)
-                    })))
-                }
-                fn on_request_headers(&self, n: u32, eos: bool) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_headers(p, &mut self.0.borrow_mut(), n, eos)))
-                }
-                fn on_request_body(&self, n: u32, eos: bool) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_body(p, &mut self.0.borrow_mut(), n, eos)))
-                }
-                fn on_request_trailers(&self, n: u32) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_request_trailers(p, &mut self.0.borrow_mut(), n)))
-                }
-                fn on_response_headers(&self, n: u32, eos: bool) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_headers(p, &mut self.0.borrow_mut(), n, eos)))
-                }
-                fn on_response_body(&self, n: u32, eos: bool) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_body(p, &mut self.0.borrow_mut(), n, eos)))
-                }
-                fn on_response_trailers(&self, n: u32) -> __filter::Action {
-                    __action(__call(|p| <$ty as $crate::HttpFilter>::on_response_trailers(p, &mut self.0.borrow_mut(), n)))
-                }
-                fn on_done(&self) {
-                    __call(|p| <$ty as $crate::HttpFilter>::on_done(p, &mut self.0.borrow_mut()))
-                }
-            }
-
-            impl __filter::Guest for $ty {
-                type HttpStream = __WeftStream;
-                fn on_tick() {
-                    __call(|p| <$ty as $crate::HttpFilter>::on_tick(p))
-                }
-                fn on_http_call_response(token: u32, status: u16, body: Vec<u8>) {
-                    __call(|p| <$ty as $crate::HttpFilter>::on_http_call_response(p, token, status, body))
-                }
-            }
-            __weft_bindings::export!($ty with_types_in __weft_bindings);
         }
     };
 }

@@ -1,20 +1,10 @@
 //! The `weft` binary, run as a user would: `weft test` over fixtures with each example plugin,
 //! and its errors for bad input, the wrong world, an invalid configuration and a trapping guest.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn guest(name: &str) -> PathBuf {
-    Path::new(env!("WEFT_GUEST_DIR")).join(format!("guest_{}.wasm", name.replace('-', "_")))
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host/weft is two levels inside the workspace")
-        .to_path_buf()
-}
+mod common;
+use common::{guest, workspace};
 
 fn weft(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("tempdir");

@@ -10,13 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host/weft is two levels inside the workspace")
-        .to_path_buf()
-}
+mod common;
+use common::workspace;
 
 fn python() -> PathBuf {
     let p = workspace().join(".venv/bin/python");

@@ -22,13 +22,13 @@ use weft::{Config, Running};
 use weft_proxy::LocalReason;
 use weft_runtime::{EngineSettings, MetricsRegistry, PluginHost, PluginMetrics, WeftEngine};
 
+mod common;
+use common::guest;
+
 /// Bound of every network step.
 const STEP: Duration = Duration::from_secs(10);
 
 /// A guest component built by the host's build script (guests/).
-fn guest(name: &str) -> PathBuf {
-    Path::new(env!("WEFT_GUEST_DIR")).join(format!("guest_{}.wasm", name.replace('-', "_")))
-}
 
 /// The tests' filter (guests/http-test-filter), built with the other guests by build.rs.
 fn test_filter() -> PathBuf {

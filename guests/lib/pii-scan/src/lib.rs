@@ -1,4 +1,6 @@
-//! Hand-written byte scanners for the built-in detectors (cards, phones, e-mails).
+//! Hand-written byte scanners for the built-in detectors (cards, phones, e-mails) of weft's PII
+//! plugins, the span/log plugin (`guests/pii-mask`) and the HTTP filter (`guests/http-pii-mask`),
+//! so that both find exactly the same things.
 //!
 //! They run on every string value of every batch, so they are written for the common case: a
 //! string with no digit and no `@` is rejected after one pass over its bytes, a digit run shorter
@@ -8,7 +10,7 @@
 
 /// What a built-in detector found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A Luhn-valid payment card number.
     Card,
     /// A mainland-China mobile number.
@@ -19,7 +21,7 @@ pub(crate) enum Kind {
 
 /// One match of a built-in detector, as byte positions in the scanned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hit {
+pub struct Hit {
     /// The detector that matched.
     pub kind: Kind,
     /// Start of the match: the first digit of a number, the first byte of an address.
@@ -36,7 +38,7 @@ pub(crate) struct Hit {
 
 /// The built-in detectors and their settings.
 #[derive(Debug, Clone)]
-pub(crate) struct Detectors {
+pub struct Detectors {
     /// Detect payment cards.
     pub cards: bool,
     /// Detect mainland-China mobile numbers.
@@ -51,7 +53,7 @@ pub(crate) struct Detectors {
 }
 
 /// The fewest digits a card number has.
-pub(crate) const MIN_CARD_DIGITS: usize = 13;
+pub const MIN_CARD_DIGITS: usize = 13;
 /// The most digits a card number has.
 const MAX_CARD_DIGITS: usize = 19;
 /// The fewest digits either number detector looks at: a national mobile number.
@@ -68,7 +70,7 @@ const PREFIXED_SHAPES: &[&[usize]] = &[&[13], &[2, 11], &[2, 3, 4, 4]];
 impl Detectors {
     /// Appends the matches in `b` to `hits`, ordered by position and never overlapping.
     #[inline]
-    pub(crate) fn find(&self, b: &[u8], hits: &mut Vec<Hit>) {
+    pub fn find(&self, b: &[u8], hits: &mut Vec<Hit>) {
         // One cheap pass first: most strings have no `@` and fewer digits than any number the
         // detectors look for (routes, IPs, status codes, versions), and then nothing can match.
         let (digits, has_at) = census(b);

@@ -1,7 +1,4 @@
 //! Finding Envoy, and the bootstrap configuration the tests and benchmarks run it with.
-//!
-//! Standard library, `anyhow` and `serde_json` only: `cargo xtask bench envoy` includes this
-//! file with `#[path]`, so the benchmark runs Envoy exactly as the tests do.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -42,6 +39,17 @@ pub fn find_envoy(workspace: &Path) -> anyhow::Result<PathBuf> {
             workspace.join(".venv").display()
         ),
     }
+}
+
+/// The Envoy binary for this workspace ([`find_envoy`] of the workspace this crate is in); an
+/// error, not a skip, when it is missing.
+pub fn envoy_binary() -> anyhow::Result<PathBuf> {
+    // tests/envoy-harness/../..
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap_or(Path::new("."));
+    find_envoy(workspace)
 }
 
 /// A Proxy-Wasm HTTP filter (`envoy.filters.http.wasm`) in the filter chain.

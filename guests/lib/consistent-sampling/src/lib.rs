@@ -1,15 +1,15 @@
 //! Consistent probability sampling math (OTEP 235): thresholds, randomness, and the `ot` entry
 //! of the W3C `tracestate`. Pure functions on the low 64 bits of trace ids, with no SDK types.
 //!
-//! One source for both samplers: the span sampler (`guests/sampler`, this crate) and the HTTP
-//! sampler (`guests/http-sampler`, which includes this file with `#[path]`), so that a trace
-//! sampled at the edge keeps all its spans downstream at the same percentage.
+//! One source for both samplers: the span sampler (`guests/sampler`) and the HTTP sampler
+//! (`guests/http-sampler`) depend on this crate, so that a trace sampled at the edge keeps all
+//! its spans downstream at the same percentage.
 
 /// `2^56`: the number of distinct randomness values, and the threshold that rejects everything.
 pub const MAX_THRESHOLD: u64 = 1 << 56;
 
 /// Mask of the 56 randomness bits of the low half of a trace id.
-pub(crate) const RANDOMNESS_MASK: u64 = MAX_THRESHOLD - 1;
+pub const RANDOMNESS_MASK: u64 = MAX_THRESHOLD - 1;
 
 /// Number of hex digits of a 56-bit value (`th` and `rv` are encoded with at most this many).
 const HEX_DIGITS: usize = 14;

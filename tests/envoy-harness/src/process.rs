@@ -1,8 +1,7 @@
 //! A running Envoy, and the small blocking HTTP/1.1 client that talks to it.
 //!
-//! Standard library, `anyhow` and `serde_json` only: `cargo xtask bench envoy` includes this
-//! file with `#[path]`. Blocking on purpose: tests need no async runtime to drive Envoy, and
-//! `Drop` can stop the process without one.
+//! Blocking on purpose: tests need no async runtime to drive Envoy, and `Drop` can stop the
+//! process without one.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -147,6 +146,12 @@ pub struct Envoy {
 static STARTED: AtomicU64 = AtomicU64::new(0);
 
 impl Envoy {
+    /// Starts [`envoy_binary`](crate::envoy_binary) with `config_yaml` and `concurrency`
+    /// workers; see [`Envoy::start_with`].
+    pub fn start(config_yaml: &str, concurrency: u32) -> anyhow::Result<Envoy> {
+        Envoy::start_with(&crate::envoy_binary()?, config_yaml, concurrency)
+    }
+
     /// Starts the Envoy binary `envoy` with `config_yaml` and `concurrency` worker threads and waits
     /// (at most [`READY_TIMEOUT`]) until the admin's `/ready` says `LIVE` and the listener
     /// accepts connections.
