@@ -45,16 +45,17 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `target/debug/weft` the way `cargo xtask test` builds it (`cargo build --workspace
-/// --tests`): any narrower selection resolves dependency features differently and would build
-/// wasmtime a second time, so `run`, `demo` and `test` share one build.
+/// Builds `target/debug/weft` and nothing else (its build script builds the two built-in
+/// plugins), with cargo's progress, so a first `cargo xtask run` compiles no test and no other
+/// guest.
 fn weft_binary() -> anyhow::Result<PathBuf> {
     let ws = workspace();
     run(Command::new(cargo()).current_dir(&ws).args([
         "build",
-        "--workspace",
-        "--tests",
-        "--quiet",
+        "--package",
+        "weft",
+        "--bin",
+        "weft",
     ]))?;
     let weft = ws.join("target").join("debug").join("weft");
     anyhow::ensure!(weft.is_file(), "{} was not built", weft.display());
