@@ -369,9 +369,10 @@ macro_rules! export_http_filter {
 macro_rules! __weft_filter {
     ($ty:ident) => {
         use __weft_bindings::exports::weft::plugin::filter as __filter;
+        use $crate::HttpFilter as __Filter;
 
         /// The per-stream state of `$ty`.
-        pub struct __WeftStream(::std::cell::RefCell<<$ty as $crate::HttpFilter>::Stream>);
+        pub struct __WeftStream(::std::cell::RefCell<<$ty as __Filter>::Stream>);
 
         fn __action(a: $crate::Action) -> __filter::Action {
             match a {
@@ -396,80 +397,49 @@ macro_rules! __weft_filter {
             })
         }
 
+        impl __WeftStream {
+            /// Runs `f` with the plugin and this stream's state.
+            fn with<R>(&self, f: impl FnOnce(&mut $ty, &mut <$ty as __Filter>::Stream) -> R) -> R {
+                __call(|p| f(p, &mut self.0.borrow_mut()))
+            }
+        }
+
         impl __filter::GuestHttpStream for __WeftStream {
             fn new() -> Self {
                 __WeftStream(::std::cell::RefCell::new(__call(|p| {
-                    <$ty as $crate::HttpFilter>::new_stream(p)
+                    <$ty as __Filter>::new_stream(p)
                 })))
             }
             fn on_request_headers(&self, n: u32, eos: bool) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_request_headers(
-                        p,
-                        &mut self.0.borrow_mut(),
-                        n,
-                        eos,
-                    )
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_request_headers(p, s, n, eos)))
             }
             fn on_request_body(&self, n: u32, eos: bool) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_request_body(
-                        p,
-                        &mut self.0.borrow_mut(),
-                        n,
-                        eos,
-                    )
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_request_body(p, s, n, eos)))
             }
             fn on_request_trailers(&self, n: u32) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_request_trailers(p, &mut self.0.borrow_mut(), n)
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_request_trailers(p, s, n)))
             }
             fn on_response_headers(&self, n: u32, eos: bool) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_response_headers(
-                        p,
-                        &mut self.0.borrow_mut(),
-                        n,
-                        eos,
-                    )
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_response_headers(p, s, n, eos)))
             }
             fn on_response_body(&self, n: u32, eos: bool) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_response_body(
-                        p,
-                        &mut self.0.borrow_mut(),
-                        n,
-                        eos,
-                    )
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_response_body(p, s, n, eos)))
             }
             fn on_response_trailers(&self, n: u32) -> __filter::Action {
-                __action(__call(|p| {
-                    <$ty as $crate::HttpFilter>::on_response_trailers(
-                        p,
-                        &mut self.0.borrow_mut(),
-                        n,
-                    )
-                }))
+                __action(self.with(|p, s| <$ty as __Filter>::on_response_trailers(p, s, n)))
             }
             fn on_done(&self) {
-                __call(|p| <$ty as $crate::HttpFilter>::on_done(p, &mut self.0.borrow_mut()))
+                self.with(|p, s| <$ty as __Filter>::on_done(p, s))
             }
         }
 
         impl __filter::Guest for $ty {
             type HttpStream = __WeftStream;
             fn on_tick() {
-                __call(|p| <$ty as $crate::HttpFilter>::on_tick(p))
+                __call(|p| <$ty as __Filter>::on_tick(p))
             }
             fn on_http_call_response(token: u32, status: u16, body: Vec<u8>) {
-                __call(|p| {
-                    <$ty as $crate::HttpFilter>::on_http_call_response(p, token, status, body)
-                })
+                __call(|p| <$ty as __Filter>::on_http_call_response(p, token, status, body))
             }
         }
     };
