@@ -30,7 +30,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 /// A guest component built by the host's build script (guests/).
 
-/// The tests' filter (guests/http-test-filter), built with the other guests by build.rs.
+/// The tests' filter (guests/fixtures/http-test-filter), built with the other guests on first use.
 fn test_filter() -> PathBuf {
     guest("http-test-filter")
 }
@@ -692,7 +692,7 @@ service:
     stop(running).await;
 }
 
-/// The same through guests/http-fault, whose configuration is
+/// The same through guests/fixtures/http-fault, whose configuration is
 /// `{"fault": "panic" | "loop" | "oom" | "respond", "on": "request-headers" | "response-headers",
 /// "when_header": "x-fault"}` and which echoes `x-request-marker` as `x-stream-marker`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
