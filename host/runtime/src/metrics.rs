@@ -139,6 +139,15 @@ impl MetricsRegistry {
 /// Reads one counter of a plugin's metrics.
 type CounterFn = fn(&PluginMetrics) -> u64;
 
+/// A counter family with a second label: name, help, the label, and its values with their
+/// counters.
+type LabelledFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    [(&'static str, CounterFn); 2],
+);
+
 impl MetricsSource for MetricsRegistry {
     fn render(&self, out: &mut Exposition) {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
@@ -175,7 +184,7 @@ impl MetricsSource for MetricsRegistry {
             }
         }
         // Families with a second label: (family, help, label, [(value, counter)]).
-        let labelled: [(&str, &str, &str, [(&str, CounterFn); 2]); 3] = [
+        let labelled: [LabelledFamily; 3] = [
             (
                 "weft_plugin_reloads_total",
                 "Hot reloads by result.",

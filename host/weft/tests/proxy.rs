@@ -28,8 +28,6 @@ use common::guest;
 /// Bound of every network step.
 const STEP: Duration = Duration::from_secs(10);
 
-/// A guest component built by the host's build script (guests/).
-
 /// The tests' filter (guests/fixtures/http-test-filter), built with the other guests on first use.
 fn test_filter() -> PathBuf {
     guest("http-test-filter")
