@@ -639,3 +639,53 @@ fn parse_pipelines(
     }
     Ok(pipelines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exporter(yaml: &str) -> Result<ExporterConfig, ConfigError> {
+        let raw = BTreeMap::from([(
+            "otlp".to_string(),
+            serde_norway::from_str(yaml).expect("yaml"),
+        )]);
+        parse_exporters(raw, std::path::Path::new(".")).map(|mut e| e.remove("otlp").expect("otlp"))
+    }
+
+    #[test]
+    fn what_the_yaml_leaves_out_takes_the_defaults() {
+        let Ok(ExporterConfig::Otlp(c)) = exporter("endpoint: peer:4317") else {
+            panic!("an otlp exporter");
+        };
+        assert_eq!(
+            c,
+            OtlpExporterConfig {
+                endpoint: "http://peer:4317".into(),
+                ..OtlpExporterConfig::default()
+            }
+        );
+        assert_eq!(
+            (c.batch.send_batch_size, c.sending_queue.queue_size),
+            (8192, 1000)
+        );
+        assert_eq!(c.retry_on_failure.max_elapsed, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn ranges_are_checked_under_their_keys() {
+        let key = |yaml: &str| exporter(yaml).map(|_| ()).map_err(|e| e.key);
+        assert_eq!(
+            key("{endpoint: x, batch: {send_batch_size: 0}}"),
+            Err("exporters.otlp.batch.send_batch_size".into())
+        );
+        assert_eq!(
+            key("{endpoint: x, sending_queue: {queue_size: 0}}"),
+            Err("exporters.otlp.sending_queue.queue_size".into())
+        );
+        assert_eq!(
+            key("{endpoint: x, retry_on_failure: {max_interval: soon}}"),
+            Err("exporters.otlp.retry_on_failure.max_interval".into())
+        );
+        assert_eq!(key("{endpoint: x, batch: {send_batch_size: 1}}"), Ok(()));
+    }
+}

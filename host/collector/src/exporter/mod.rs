@@ -184,3 +184,123 @@ fn merge(a: &mut Payload, b: Payload) -> Option<Payload> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::config::{BatchConfig, RetryConfig};
+
+    /// A request of `n` spans.
+    fn spans(n: usize) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Fails with the queued errors first, then records and succeeds.
+    struct Scripted {
+        errors: Mutex<Vec<ExportError>>,
+        memory: InMemoryExporter,
+    }
+
+    impl Exporter for Scripted {
+        fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+            let next = self.errors.lock().map(|mut e| e.pop()).unwrap_or(None);
+            match next {
+                Some(e) => Box::pin(std::future::ready(Err(e))),
+                None => self.memory.export(batch),
+            }
+        }
+    }
+
+    /// Drives `exporter` over `requests` to the end and returns the pipeline's counters.
+    async fn drive(
+        exporter: Arc<dyn Exporter>,
+        delivery: DeliveryConfig,
+        requests: Vec<Payload>,
+    ) -> (u64, u64, u64) {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel(delivery.queue.queue_size);
+        for r in requests {
+            tx.try_send(r).expect("room");
+        }
+        drop(tx);
+        run("test".into(), exporter, delivery, rx, stats.clone()).await;
+        (
+            stats.exported.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+            stats.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    fn retrying() -> DeliveryConfig {
+        DeliveryConfig {
+            batch: Some(BatchConfig {
+                send_batch_size: 5,
+                timeout: Duration::from_millis(10),
+            }),
+            retry: Some(RetryConfig {
+                initial_interval: Duration::from_millis(1),
+                max_interval: Duration::from_millis(2),
+                max_elapsed: Duration::from_secs(5),
+            }),
+            ..DeliveryConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn retryable_errors_are_retried_and_batches_merge_up_to_the_size() {
+        let memory = InMemoryExporter::new();
+        let exporter = Arc::new(Scripted {
+            errors: Mutex::new(vec![
+                ExportError::retryable("busy"),
+                ExportError::retryable("busy"),
+            ]),
+            memory: memory.clone(),
+        });
+        let counts = drive(exporter, retrying(), vec![spans(3), spans(3), spans(1)]).await;
+        assert_eq!(counts, (7, 0, 2));
+        // 3 + 3 reaches 5: one batch of 6, then the 1 on its own.
+        let sizes: Vec<u64> = memory.requests().iter().map(Payload::items).collect();
+        assert_eq!(sizes, [6, 1]);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_and_exporters_without_retry_drop_the_batch() {
+        let memory = InMemoryExporter::new();
+        let permanent = Arc::new(Scripted {
+            errors: Mutex::new(vec![ExportError::Permanent("bad".into())]),
+            memory: memory.clone(),
+        });
+        assert_eq!(
+            drive(permanent, retrying(), vec![spans(2)]).await,
+            (0, 2, 0)
+        );
+        let no_retry = Arc::new(Scripted {
+            errors: Mutex::new(vec![ExportError::retryable("busy")]),
+            memory: memory.clone(),
+        });
+        let counts = drive(
+            no_retry,
+            DeliveryConfig::default(),
+            vec![spans(2), spans(4)],
+        )
+        .await;
+        // No batch policy: each request alone; no retry policy: the first is dropped.
+        assert_eq!(counts, (4, 2, 0));
+        assert_eq!(memory.items(), 4);
+        memory.reset();
+        assert!(memory.requests().is_empty() && memory.spans().is_empty());
+    }
+}
