@@ -146,7 +146,7 @@ fn test_ids(spans: &[Span]) -> Vec<String> {
 /// All `test.id`s the in-memory exporter got, and every request it got as OTLP/JSON (one line
 /// each, as the file exporter would write them).
 fn exported(memory: &InMemoryExporter) -> (Vec<String>, String) {
-    let text = json_lines(&memory);
+    let text = json_lines(memory);
     (test_ids(&memory.spans()), text)
 }
 
