@@ -39,6 +39,40 @@ pub fn fixture(rel: &str) -> anyhow::Result<OtlpData> {
     Ok(read_otlp(&bytes)?)
 }
 
+/// The exporter id that [`start_in_memory`] replaces: configurations of pipeline tests declare
+/// `debug/memory: {}` and name it in their pipelines.
+pub const MEMORY_EXPORTER: &str = "debug/memory";
+
+/// Starts `config` (`weft::service::start_with`) with its [`MEMORY_EXPORTER`] replaced by an
+/// in-memory exporter, returned to read what the pipelines exported.
+pub async fn start_in_memory(
+    config: &weft::Config,
+    host: &PluginHost,
+) -> Result<(weft::Running, weft::service::InMemoryExporter), weft::StartError> {
+    let memory = weft::service::InMemoryExporter::new();
+    let exporters = std::collections::BTreeMap::from([(
+        MEMORY_EXPORTER.to_string(),
+        std::sync::Arc::new(memory.clone()) as std::sync::Arc<dyn weft::service::Exporter>,
+    )]);
+    let running = weft::service::start_with(config, host, exporters).await?;
+    Ok((running, memory))
+}
+
+/// Every request an in-memory exporter got, as the `file` exporter writes them: compact
+/// OTLP/JSON, one request per line.
+pub fn json_lines(memory: &weft::service::InMemoryExporter) -> String {
+    memory
+        .requests()
+        .iter()
+        .map(|r| match r {
+            OtlpData::Traces(t) => serde_json::to_string(t),
+            OtlpData::Logs(l) => serde_json::to_string(l),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("OTLP serializes to JSON")
+        .join("\n")
+}
+
 /// Reads a guest component's bytes.
 pub fn component(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("guest component {path}: {e}"))

@@ -1,6 +1,9 @@
 //! `weft run` in-process on loopback: OTLP over real gRPC (tonic client, gzip on and off) and
-//! real HTTP (protobuf, JSON, gzip) through pii-mask into a file exporter; malformed inputs are
-//! refused with the OTLP status codes and the server keeps serving; self-metrics count it all.
+//! real HTTP (protobuf, JSON, gzip) through pii-mask into an in-memory exporter; malformed
+//! inputs are refused with the OTLP status codes and the server keeps serving; self-metrics
+//! count it all. Tests about the pipeline replace their `debug/memory` exporter with a
+//! `weft::service::InMemoryExporter` (`weft_tests::start_in_memory`); the configuration-reload
+//! test keeps a real `file` exporter and reads its output.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +15,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use weft::Config;
-use weft_tests::host_with_cache;
+use weft::service::InMemoryExporter;
+use weft_tests::{MEMORY_EXPORTER, host_with_cache, json_lines, start_in_memory};
 
 /// A request of `n` spans; span `i` carries `test.id = "{tag}-{i}"` and a card number.
 fn request(tag: &str, n: usize) -> ExportTraceServiceRequest {
@@ -98,7 +102,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
-fn config(out: &std::path::Path) -> Config {
+fn config() -> Config {
     let yaml = format!(
         r#"
 receivers:
@@ -111,16 +115,39 @@ processors:
     component: builtin:pii-mask
     fail_policy: closed
 exporters:
-  file: {{ path: "{}" }}
+  {MEMORY_EXPORTER}: {{}}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [wasm/pii], exporters: [file] }}
+    traces: {{ receivers: [otlp], processors: [wasm/pii], exporters: [{MEMORY_EXPORTER}] }}
   telemetry:
     metrics: {{ address: "127.0.0.1:0" }}
-"#,
-        out.display()
+"#
     );
     Config::parse(&yaml, std::path::Path::new(".")).expect("config")
+}
+
+/// The `test.id`s of `spans`, in order.
+fn test_ids(spans: &[Span]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for span in spans {
+        for kv in &span.attributes {
+            if kv.key == "test.id"
+                && let Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v)),
+                }) = &kv.value
+            {
+                ids.push(v.clone());
+            }
+        }
+    }
+    ids
+}
+
+/// All `test.id`s the in-memory exporter got, and every request it got as OTLP/JSON (one line
+/// each, as the file exporter would write them).
+fn exported(memory: &InMemoryExporter) -> (Vec<String>, String) {
+    let text = json_lines(memory);
+    (test_ids(&memory.spans()), text)
 }
 
 /// All `test.id`s in the file exporter's output, and the whole text.
@@ -130,32 +157,21 @@ fn read_output(path: &std::path::Path) -> (Vec<String>, String) {
     for line in text.lines() {
         let req: ExportTraceServiceRequest =
             serde_json::from_str(line).expect("each line is OTLP/JSON");
-        for span in req
+        let spans: Vec<Span> = req
             .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-        {
-            for kv in &span.attributes {
-                if kv.key == "test.id"
-                    && let Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(v)),
-                    }) = &kv.value
-                {
-                    ids.push(v.clone());
-                }
-            }
-        }
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .collect();
+        ids.extend(test_ids(&spans));
     }
     (ids, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_item_arrives_once_over_grpc_and_http_with_pii_masked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
     let host = host_with_cache(None).expect("host");
-    let running = weft::start(&config(&out), &host).await.expect("start");
+    let (running, memory) = start_in_memory(&config(), &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc listener");
     let http_addr = running.address("otlp", "http").expect("http listener");
 
@@ -204,7 +220,7 @@ async fn every_item_arrives_once_over_grpc_and_http_with_pii_masked() {
 
     let metrics_addr = running.metrics_address.expect("metrics on");
     assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
-    let (mut ids, text) = read_output(&out);
+    let (mut ids, text) = exported(&memory);
     assert_eq!(ids.len(), sent, "every span arrived");
     ids.sort();
     ids.dedup();
@@ -217,10 +233,8 @@ async fn every_item_arrives_once_over_grpc_and_http_with_pii_masked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inputs_are_refused_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
     let host = host_with_cache(None).expect("host");
-    let running = weft::start(&config(&out), &host).await.expect("start");
+    let (running, memory) = start_in_memory(&config(), &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
     let addr = running.address("otlp", "http").expect("http");
     let metrics = running.metrics_address.expect("metrics");
@@ -328,7 +342,7 @@ async fn malformed_inputs_are_refused_and_the_server_keeps_serving() {
         .expect("get");
     assert_eq!(h, 200);
     assert!(running.shutdown(Duration::from_secs(10)).await);
-    let (ids, _) = read_output(&out);
+    let (ids, _) = exported(&memory);
     assert_eq!(ids.len(), 14, "the 7 good requests, 2 spans each");
 }
 
@@ -545,7 +559,6 @@ service:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_under_load_swaps_atomically_and_keeps_serving_through_bad_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
     let plugin = dir.path().join("plugin.wasm");
     // Replace the file the way deploy tools do: write beside it, then rename over it.
     let install = |src: &str| {
@@ -566,18 +579,17 @@ processors:
     component: plugin.wasm
     config: {{ percentage: 100 }}
 exporters:
-  file: {{ path: "{}" }}
+  {MEMORY_EXPORTER}: {{}}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [wasm/hot], exporters: [file] }}
+    traces: {{ receivers: [otlp], processors: [wasm/hot], exporters: [{MEMORY_EXPORTER}] }}
   telemetry:
     metrics: {{ address: none }}
-"#,
-        out.display()
+"#
     );
     let config = Config::parse(&yaml, dir.path()).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = weft::start(&config, &host).await.expect("start");
+    let (running, memory) = start_in_memory(&config, &host).await.expect("start");
     let grpc = running.address("otlp", "grpc").expect("grpc");
 
     // Load: one client sending 5-span requests back to back until told to stop.
@@ -640,7 +652,7 @@ service:
     let sent = sender.await.expect("sender");
 
     assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
-    let (mut ids, _) = read_output(&out);
+    let (mut ids, _) = exported(&memory);
     assert_eq!(
         ids.len(),
         sent,
@@ -674,7 +686,6 @@ service:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_otlp_http_exporter_delivers_to_another_weft_after_an_outage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("b.jsonl");
     let b_port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -705,14 +716,13 @@ receivers:
     protocols:
       http: {{ endpoint: "127.0.0.1:{b_port}" }}
 exporters:
-  file: {{ path: "{}" }}
+  {MEMORY_EXPORTER}: {{}}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
+    traces: {{ receivers: [otlp], exporters: [{MEMORY_EXPORTER}] }}
   telemetry:
     metrics: {{ address: none }}
-"#,
-        out.display()
+"#
     );
     let host = host_with_cache(None).expect("host");
     let a = weft::start(&Config::parse(&a_yaml, dir.path()).expect("a"), &host)
@@ -731,13 +741,13 @@ service:
             .expect("accepted");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = weft::start(&Config::parse(&b_yaml, dir.path()).expect("b"), &host)
+    let (b, memory) = start_in_memory(&Config::parse(&b_yaml, dir.path()).expect("b"), &host)
         .await
         .expect("start b");
     let stats = a.pipelines[0].stats.clone();
     assert!(a.shutdown(Duration::from_secs(15)).await, "a drained");
     assert!(b.shutdown(Duration::from_secs(5)).await, "b drained");
-    let (mut ids, _) = read_output(&out);
+    let (mut ids, _) = exported(&memory);
     assert_eq!(ids.len(), 30, "all 6 × 5 spans arrived over OTLP/HTTP");
     ids.sort();
     ids.dedup();
@@ -861,7 +871,6 @@ service:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_a_fail_closed_plugin_drops_is_reported_as_partial_success() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let yaml = format!(
         r#"
 receivers:
@@ -875,20 +884,18 @@ processors:
     config: {{ fault: panic }}
     fail_policy: closed
 exporters:
-  file: {{ path: "{}" }}
+  {MEMORY_EXPORTER}: {{}}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [wasm/strict], exporters: [file] }}
+    traces: {{ receivers: [otlp], processors: [wasm/strict], exporters: [{MEMORY_EXPORTER}] }}
   telemetry:
     metrics: {{ address: "127.0.0.1:0" }}
 "#,
         weft_tests::guests::FAULT,
-        dir.path().join("out.jsonl").display()
     );
     let host = host_with_cache(None).expect("host");
-    let running = weft::start(&Config::parse(&yaml, dir.path()).expect("config"), &host)
-        .await
-        .expect("start");
+    let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+    let (running, memory) = start_in_memory(&config, &host).await.expect("start");
     let mut client = TraceServiceClient::connect(format!(
         "http://{}",
         running.address("otlp", "grpc").expect("grpc")
@@ -932,7 +939,9 @@ service:
         "{body}"
     );
     assert!(
-        text.contains("weft_pipeline_queue_requests{pipeline=\"traces\",exporter=\"file\"} 0"),
+        text.contains(&format!(
+            "weft_pipeline_queue_requests{{pipeline=\"traces\",exporter=\"{MEMORY_EXPORTER}\"}} 0"
+        )),
         "{text}"
     );
     assert!(
@@ -940,4 +949,9 @@ service:
         "{text}"
     );
     assert!(running.shutdown(Duration::from_secs(10)).await);
+    assert_eq!(
+        memory.items(),
+        0,
+        "nothing the plugin failed on was exported"
+    );
 }

@@ -1,6 +1,6 @@
 //! `weft run` with the Rust OpenTelemetry SDK as the client: `opentelemetry-otlp` over gRPC
 //! with gzip, batch span and log processors, spans and log records carrying PII. Every item
-//! arrives once in the file exporter, masked.
+//! arrives once in an in-memory exporter, masked.
 
 use std::time::Duration;
 
@@ -8,12 +8,10 @@ use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, Log
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{Compression, WithExportConfig, WithTonicConfig};
 use weft::Config;
-use weft_tests::host_with_cache;
+use weft_tests::{MEMORY_EXPORTER, host_with_cache, json_lines, start_in_memory};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_spans_and_logs_arrive_once_and_masked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
     let yaml = format!(
         r#"
 receivers:
@@ -23,19 +21,18 @@ receivers:
 processors:
   wasm/pii: {{ component: "builtin:pii-mask", fail_policy: closed }}
 exporters:
-  file: {{ path: "{}" }}
+  {MEMORY_EXPORTER}: {{}}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [wasm/pii], exporters: [file] }}
-    logs: {{ receivers: [otlp], processors: [wasm/pii], exporters: [file] }}
+    traces: {{ receivers: [otlp], processors: [wasm/pii], exporters: [{MEMORY_EXPORTER}] }}
+    logs: {{ receivers: [otlp], processors: [wasm/pii], exporters: [{MEMORY_EXPORTER}] }}
   telemetry:
     metrics: {{ address: none }}
-"#,
-        out.display()
+"#
     );
-    let config = Config::parse(&yaml, dir.path()).expect("config");
+    let config = Config::parse(&yaml, std::path::Path::new(".")).expect("config");
     let host = host_with_cache(None).expect("host");
-    let running = weft::start(&config, &host).await.expect("start");
+    let (running, memory) = start_in_memory(&config, &host).await.expect("start");
     let endpoint = format!("http://{}", running.address("otlp", "grpc").expect("grpc"));
 
     let resource = opentelemetry_sdk::Resource::builder()
@@ -98,7 +95,8 @@ service:
     .expect("sdk thread");
 
     assert!(running.shutdown(Duration::from_secs(10)).await, "drained");
-    let text = std::fs::read_to_string(&out).expect("output");
+    // Every exported request as OTLP/JSON, one per line, as the file exporter writes them.
+    let text = json_lines(&memory);
     let mut span_ids = Vec::new();
     let mut log_ids = Vec::new();
     for line in text.lines() {

@@ -89,38 +89,54 @@ pub struct ReceiverConfig {
     pub http: Option<HttpServerConfig>,
 }
 
-/// OTLP/gRPC listener settings.
+impl ReceiverConfig {
+    /// Checks the receiver; `key` is `receivers.<id>`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.grpc.is_none() && self.http.is_none() {
+            return Err(err(format!("{key}.protocols"), "enable grpc, http or both"));
+        }
+        Ok(())
+    }
+}
+
+/// OTLP/gRPC listener settings. Fields left out of the YAML take their [`Default`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct GrpcServerConfig {
-    /// Listen address (default 127.0.0.1:4317).
-    #[serde(default = "default_grpc")]
+    /// Listen address.
     pub endpoint: SocketAddr,
-    /// Largest accepted message after decompression, in MiB (default 4, as the Collector).
-    #[serde(default = "default_max_mib")]
+    /// Largest accepted message after decompression, in MiB.
     pub max_recv_msg_size_mib: usize,
 }
 
-/// OTLP/HTTP listener settings.
+impl Default for GrpcServerConfig {
+    /// 127.0.0.1:4317 and 4 MiB, as the Collector.
+    fn default() -> Self {
+        GrpcServerConfig {
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            max_recv_msg_size_mib: 4,
+        }
+    }
+}
+
+/// OTLP/HTTP listener settings. Fields left out of the YAML take their [`Default`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpServerConfig {
-    /// Listen address (default 127.0.0.1:4318).
-    #[serde(default = "default_http")]
+    /// Listen address.
     pub endpoint: SocketAddr,
-    /// Largest accepted body after decompression, in MiB (default 4).
-    #[serde(default = "default_max_mib")]
+    /// Largest accepted body after decompression, in MiB.
     pub max_request_body_size_mib: usize,
 }
 
-fn default_grpc() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 4317))
-}
-fn default_http() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 4318))
-}
-fn default_max_mib() -> usize {
-    4
+impl Default for HttpServerConfig {
+    /// 127.0.0.1:4318 and 4 MiB, as the Collector.
+    fn default() -> Self {
+        HttpServerConfig {
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            max_request_body_size_mib: 4,
+        }
+    }
 }
 
 /// A processor.
@@ -130,48 +146,191 @@ pub enum ProcessorConfig {
     Wasm(WasmConfig),
 }
 
-/// An exporter.
+/// An exporter: one variant per kind, each implemented in its own file under
+/// [`crate::exporter`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExporterConfig {
-    /// Writes what it gets to stdout.
-    Debug {
-        /// `basic`: one line per batch; `detailed`: the OTLP/JSON too.
-        detailed: bool,
-    },
-    /// Appends OTLP/JSON lines (one request per line) to a file.
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Sends OTLP/gRPC to another collector or back end.
+    /// Writes what it gets to stdout ([`crate::exporter::debug`]).
+    Debug(DebugExporterConfig),
+    /// Appends OTLP/JSON lines to a file ([`crate::exporter::file`]).
+    File(FileExporterConfig),
+    /// Sends OTLP/gRPC to another collector or back end ([`crate::exporter::otlp`]).
     Otlp(OtlpExporterConfig),
-    /// Sends OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` and `<endpoint>/v1/logs`.
+    /// Sends OTLP/HTTP (protobuf) to `<endpoint>/v1/traces` and `<endpoint>/v1/logs`
+    /// ([`crate::exporter::otlphttp`]).
     OtlpHttp(OtlpExporterConfig),
+}
+
+impl ExporterConfig {
+    /// Checks the exporter's settings; `key` is `exporters.<id>`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match self {
+            ExporterConfig::Debug(_) | ExporterConfig::File(_) => Ok(()),
+            ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => o.validate(key),
+        }
+    }
+
+    /// How the shared exporter loop queues, batches and retries for this exporter. Only the
+    /// OTLP exporters batch and retry; `debug` and `file` write each request as it comes, once.
+    pub fn delivery(&self) -> DeliveryConfig {
+        match self {
+            ExporterConfig::Debug(_) | ExporterConfig::File(_) => DeliveryConfig::default(),
+            ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => DeliveryConfig {
+                queue: o.sending_queue.clone(),
+                batch: Some(o.batch.clone()),
+                retry: Some(o.retry_on_failure.clone()),
+            },
+        }
+    }
+}
+
+/// `debug`: one line per request on stdout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DebugExporterConfig {
+    /// `verbosity: detailed`: the OTLP/JSON too. Default `basic` (one line per request).
+    pub detailed: bool,
+}
+
+/// `file`: appends OTLP/JSON lines (one request per line) to a file. No [`Default`]: the path
+/// has none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileExporterConfig {
+    /// The file (relative paths are taken relative to the configuration's folder).
+    pub path: PathBuf,
 }
 
 /// The OTLP exporters (gRPC and HTTP): batching, retries with exponential backoff, gzip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpExporterConfig {
     /// `http://host:port` (a bare `host:port` gets `http://`); for OTLP/HTTP the base URL that
-    /// `/v1/traces` and `/v1/logs` are appended to.
+    /// `/v1/traces` and `/v1/logs` are appended to. No default: the YAML must name one.
     pub endpoint: String,
-    /// Gzip requests (default true, as the Collector).
+    /// Gzip requests.
     pub gzip: bool,
-    /// Deadline of one export call (default 5 s).
+    /// Deadline of one export call.
     pub timeout: Duration,
-    /// Items per export at most; queued requests are merged up to this (default 8192).
+    /// `batch`.
+    pub batch: BatchConfig,
+    /// `retry_on_failure`.
+    pub retry_on_failure: RetryConfig,
+    /// `sending_queue`.
+    pub sending_queue: QueueConfig,
+}
+
+impl Default for OtlpExporterConfig {
+    /// No endpoint; gzip on and a 5 s timeout, as the Collector; the defaults of
+    /// [`BatchConfig`], [`RetryConfig`] and [`QueueConfig`].
+    fn default() -> Self {
+        OtlpExporterConfig {
+            endpoint: String::new(),
+            gzip: true,
+            timeout: Duration::from_secs(5),
+            batch: BatchConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+            sending_queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl OtlpExporterConfig {
+    /// Checks the ranges; `key` is `exporters.<id>`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        self.batch.validate(&format!("{key}.batch"))?;
+        self.sending_queue
+            .validate(&format!("{key}.sending_queue"))?;
+        Ok(())
+    }
+}
+
+/// `batch`: queued requests are merged into one export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Items per export at most; queued requests are merged up to this.
     pub send_batch_size: u64,
-    /// How long a partial batch waits for more (default 200 ms).
-    pub batch_timeout: Duration,
-    /// First retry delay (default 1 s); doubles up to `max_interval`.
+    /// How long a partial batch waits for more.
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    /// 8192 items, 200 ms, as the Collector's batch processor.
+    fn default() -> Self {
+        BatchConfig {
+            send_batch_size: 8192,
+            timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+impl BatchConfig {
+    /// `send_batch_size` ≥ 1; `key` is `exporters.<id>.batch`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.send_batch_size == 0 {
+            return Err(err(format!("{key}.send_batch_size"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `retry_on_failure`: exponential backoff for retryable failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// First retry delay; doubles up to `max_interval`.
     pub initial_interval: Duration,
-    /// Longest retry delay (default 30 s).
+    /// Longest retry delay.
     pub max_interval: Duration,
-    /// Give up on a batch after retrying this long (default 300 s).
+    /// Give up on a batch after retrying this long (`max_elapsed_time`).
     pub max_elapsed: Duration,
-    /// Requests the queue holds before receivers answer "retry later" (default 1000).
+}
+
+impl Default for RetryConfig {
+    /// 1 s doubling up to 30 s, for at most 300 s, as the Collector.
+    fn default() -> Self {
+        RetryConfig {
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `sending_queue`: the bounded queue in front of an exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// Requests the queue holds before receivers answer "retry later".
     pub queue_size: usize,
 }
+
+impl Default for QueueConfig {
+    /// 1000 requests, as the Collector (every exporter kind).
+    fn default() -> Self {
+        QueueConfig { queue_size: 1000 }
+    }
+}
+
+impl QueueConfig {
+    /// `queue_size` ≥ 1; `key` is `exporters.<id>.sending_queue`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.queue_size == 0 {
+            return Err(err(format!("{key}.queue_size"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What the shared exporter loop ([`crate::exporter::run`]) does around an exporter: its queue,
+/// whether queued requests are merged into batches, and whether failures are retried.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryConfig {
+    /// The queue.
+    pub queue: QueueConfig,
+    /// Merge queued requests; `None`: each request is exported on its own.
+    pub batch: Option<BatchConfig>,
+    /// Retry retryable failures; `None`: every failure drops the request.
+    pub retry: Option<RetryConfig>,
+}
+
+// The YAML as written. Everything left out is `None` and takes the typed config's `Default`;
+// durations stay strings here so that a bad one is reported under its own key.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,13 +376,15 @@ struct RawQueue {
 }
 
 fn otlp_exporter(key: &str, r: RawOtlpExporter) -> Result<OtlpExporterConfig, ConfigError> {
+    let d = OtlpExporterConfig::default();
     let endpoint = if r.endpoint.contains("://") {
         r.endpoint
     } else {
         format!("http://{}", r.endpoint)
     };
     let gzip = match r.compression.as_deref() {
-        None | Some("gzip") => true,
+        None => d.gzip,
+        Some("gzip") => true,
         Some("none") => false,
         Some(o) => {
             return Err(err(
@@ -234,47 +395,42 @@ fn otlp_exporter(key: &str, r: RawOtlpExporter) -> Result<OtlpExporterConfig, Co
     };
     let batch = r.batch.unwrap_or_default();
     let retry = r.retry_on_failure.unwrap_or_default();
-    let send_batch_size = batch.send_batch_size.unwrap_or(8192);
-    if send_batch_size == 0 {
-        return Err(err(
-            format!("{key}.batch.send_batch_size"),
-            "must be at least 1",
-        ));
-    }
-    let queue_size = r.sending_queue.and_then(|q| q.queue_size).unwrap_or(1000);
-    if queue_size == 0 {
-        return Err(err(
-            format!("{key}.sending_queue.queue_size"),
-            "must be at least 1",
-        ));
-    }
     let retry_key = |k: &str| format!("{key}.retry_on_failure.{k}");
     Ok(OtlpExporterConfig {
         endpoint,
         gzip,
-        timeout: duration_at(format!("{key}.timeout"), r.timeout, Duration::from_secs(5))?,
-        send_batch_size,
-        batch_timeout: duration_at(
-            format!("{key}.batch.timeout"),
-            batch.timeout,
-            Duration::from_millis(200),
-        )?,
-        initial_interval: duration_at(
-            retry_key("initial_interval"),
-            retry.initial_interval,
-            Duration::from_secs(1),
-        )?,
-        max_interval: duration_at(
-            retry_key("max_interval"),
-            retry.max_interval,
-            Duration::from_secs(30),
-        )?,
-        max_elapsed: duration_at(
-            retry_key("max_elapsed_time"),
-            retry.max_elapsed_time,
-            Duration::from_secs(300),
-        )?,
-        queue_size,
+        timeout: duration_at(format!("{key}.timeout"), r.timeout, d.timeout)?,
+        batch: BatchConfig {
+            send_batch_size: batch.send_batch_size.unwrap_or(d.batch.send_batch_size),
+            timeout: duration_at(
+                format!("{key}.batch.timeout"),
+                batch.timeout,
+                d.batch.timeout,
+            )?,
+        },
+        retry_on_failure: RetryConfig {
+            initial_interval: duration_at(
+                retry_key("initial_interval"),
+                retry.initial_interval,
+                d.retry_on_failure.initial_interval,
+            )?,
+            max_interval: duration_at(
+                retry_key("max_interval"),
+                retry.max_interval,
+                d.retry_on_failure.max_interval,
+            )?,
+            max_elapsed: duration_at(
+                retry_key("max_elapsed_time"),
+                retry.max_elapsed_time,
+                d.retry_on_failure.max_elapsed,
+            )?,
+        },
+        sending_queue: QueueConfig {
+            queue_size: r
+                .sending_queue
+                .and_then(|q| q.queue_size)
+                .unwrap_or(d.sending_queue.queue_size),
+        },
     })
 }
 
@@ -325,10 +481,9 @@ fn parse_receivers(
                     .http
                     .map(|h| from_value(&format!("{key}.protocols.http"), h))
                     .transpose()?;
-                if grpc.is_none() && http.is_none() {
-                    return Err(err(format!("{key}.protocols"), "enable grpc, http or both"));
-                }
-                receivers.insert(id, ReceiverConfig { grpc, http });
+                let r = ReceiverConfig { grpc, http };
+                r.validate(&key)?;
+                receivers.insert(id, r);
             }
             other => {
                 return Err(err(
@@ -375,7 +530,8 @@ fn parse_exporters(
             "debug" => {
                 let r: RawDebug = from_value(&key, v)?;
                 let detailed = match r.verbosity.as_deref() {
-                    None | Some("basic") | Some("normal") => false,
+                    None => DebugExporterConfig::default().detailed,
+                    Some("basic") | Some("normal") => false,
                     Some("detailed") => true,
                     Some(o) => {
                         return Err(err(
@@ -384,13 +540,13 @@ fn parse_exporters(
                         ));
                     }
                 };
-                ExporterConfig::Debug { detailed }
+                ExporterConfig::Debug(DebugExporterConfig { detailed })
             }
             "file" => {
                 let r: RawFile = from_value(&key, v)?;
-                ExporterConfig::File {
+                ExporterConfig::File(FileExporterConfig {
                     path: base.join(r.path),
-                }
+                })
             }
             "otlp" | "otlp_grpc" => {
                 let r: RawOtlpExporter = from_value(&key, v)?;
@@ -409,6 +565,7 @@ fn parse_exporters(
                 ));
             }
         };
+        e.validate(&key)?;
         exporters.insert(id, e);
     }
     Ok(exporters)
@@ -481,4 +638,54 @@ fn parse_pipelines(
         pipelines.insert(signal, p);
     }
     Ok(pipelines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exporter(yaml: &str) -> Result<ExporterConfig, ConfigError> {
+        let raw = BTreeMap::from([(
+            "otlp".to_string(),
+            serde_norway::from_str(yaml).expect("yaml"),
+        )]);
+        parse_exporters(raw, std::path::Path::new(".")).map(|mut e| e.remove("otlp").expect("otlp"))
+    }
+
+    #[test]
+    fn what_the_yaml_leaves_out_takes_the_defaults() {
+        let Ok(ExporterConfig::Otlp(c)) = exporter("endpoint: peer:4317") else {
+            panic!("an otlp exporter");
+        };
+        assert_eq!(
+            c,
+            OtlpExporterConfig {
+                endpoint: "http://peer:4317".into(),
+                ..OtlpExporterConfig::default()
+            }
+        );
+        assert_eq!(
+            (c.batch.send_batch_size, c.sending_queue.queue_size),
+            (8192, 1000)
+        );
+        assert_eq!(c.retry_on_failure.max_elapsed, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn ranges_are_checked_under_their_keys() {
+        let key = |yaml: &str| exporter(yaml).map(|_| ()).map_err(|e| e.key);
+        assert_eq!(
+            key("{endpoint: x, batch: {send_batch_size: 0}}"),
+            Err("exporters.otlp.batch.send_batch_size".into())
+        );
+        assert_eq!(
+            key("{endpoint: x, sending_queue: {queue_size: 0}}"),
+            Err("exporters.otlp.sending_queue.queue_size".into())
+        );
+        assert_eq!(
+            key("{endpoint: x, retry_on_failure: {max_interval: soon}}"),
+            Err("exporters.otlp.retry_on_failure.max_interval".into())
+        );
+        assert_eq!(key("{endpoint: x, batch: {send_batch_size: 1}}"), Ok(()));
+    }
 }

@@ -42,15 +42,44 @@ pub async fn start(
     slots: &BTreeMap<String, PluginSlot>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Collector, BindError> {
+    start_with(config, slots, &BTreeMap::new(), stop).await
+}
+
+/// [`start`], with some configured exporters replaced: each entry of `exporters` takes the place
+/// of the configured exporter of the same id (an id that is not configured is ignored). The
+/// replaced id keeps its queue, batch and retry settings ([`ExporterConfig::delivery`]); only
+/// where batches go changes. This is how tests plug in an [`exporter::InMemoryExporter`].
+///
+/// [`ExporterConfig::delivery`]: config::ExporterConfig::delivery
+pub async fn start_with(
+    config: &CollectorConfig,
+    slots: &BTreeMap<String, PluginSlot>,
+    exporters: &BTreeMap<String, Arc<dyn exporter::Exporter>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Collector, BindError> {
+    let replacements = exporters;
     let mut exporters = tokio::task::JoinSet::new();
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
     for (signal, p) in &config.pipelines {
         let stats = Arc::new(PipelineStats::default());
         let mut queues = Vec::new();
         for id in &p.exporters {
-            let cfg = config.exporters[id].clone();
-            let (tx, rx) = tokio::sync::mpsc::channel(exporter::queue_size(&cfg));
-            exporters.spawn(exporter::run(id.clone(), cfg, rx, stats.clone()));
+            let cfg = &config.exporters[id];
+            let delivery = cfg.delivery();
+            let (tx, rx) = tokio::sync::mpsc::channel(delivery.queue.queue_size);
+            let built = match replacements.get(id) {
+                Some(e) => Ok(e.clone()),
+                None => exporter::build(id, cfg),
+            };
+            match built {
+                Ok(e) => {
+                    exporters.spawn(exporter::run(id.clone(), e, delivery, rx, stats.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(exporter = %id, error = %e, "cannot start the exporter; its data fails");
+                    exporters.spawn(exporter::fail_all(rx, stats.clone()));
+                }
+            }
             queues.push(pipeline::ExporterQueue { id: id.clone(), tx });
         }
         let processors = p

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+/// The exporter interface and the in-memory exporter, for [`start_with`].
+pub use weft_collector::exporter::{Exporter, InMemoryExporter};
 use weft_collector::{Collector, Pipeline, PluginSlot};
 use weft_proxy::{Filter, FilterSlot, ProxyMetrics, RunningProxy};
-use weft_runtime::config::{ComponentSource, ConfigError, WasmConfig};
+use weft_runtime::config::{ComponentSource, ConfigError, WasmConfig, err};
 use weft_runtime::net::{BindError, bind};
 use weft_runtime::telemetry::{Exposition, MetricKind, MetricsSource, TelemetryServer};
 use weft_runtime::{LoadError, Plugin, PluginHost, PluginMetrics};
@@ -395,6 +397,30 @@ impl Running {
 /// filter proxies, the telemetry server and hot reload. Port 0 binds a free port;
 /// [`Running::listeners`] says which.
 pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartError> {
+    start_with(config, host, BTreeMap::new()).await
+}
+
+/// [`start`], with configured exporters replaced by the caller's, by exporter id: each replaced
+/// id keeps its queue, batch and retry settings and its place in the pipelines; only where its
+/// batches go changes. An id not configured under `exporters` is an error (`exporters.<id>`).
+/// This is how tests that run a whole configuration read what it exported: declare an exporter
+/// (`debug/memory: {}`), name it in the pipelines, and pass an [`InMemoryExporter`] under its id.
+/// Configuration reloads see the file's exporters; a replaced one stays replaced.
+pub async fn start_with(
+    config: &Config,
+    host: &PluginHost,
+    exporters: BTreeMap<String, Arc<dyn Exporter>>,
+) -> Result<Running, StartError> {
+    if let Some(id) = exporters
+        .keys()
+        .find(|id| !config.collector.exporters.contains_key(*id))
+    {
+        return Err(err(
+            format!("exporters.{id}"),
+            "not defined under exporters: start_with replaces configured exporters only",
+        )
+        .into());
+    }
     let plugins = load_processors(config, host)?;
     let filters = load_filters(config, host)?;
     let slots: BTreeMap<String, PluginSlot> = plugins
@@ -424,7 +450,8 @@ pub async fn start(config: &Config, host: &PluginHost) -> Result<Running, StartE
         }
     }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let collector = weft_collector::start(&config.collector, &slots, stop_rx.clone()).await?;
+    let collector =
+        weft_collector::start_with(&config.collector, &slots, &exporters, stop_rx.clone()).await?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut servers = tokio::task::JoinSet::new();

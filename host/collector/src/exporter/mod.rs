@@ -1,90 +1,177 @@
-//! Exporters: each runs as a task draining its bounded queue.
+//! Exporters, one file per kind as the OpenTelemetry Collector keeps one package per exporter:
+//! [`debug`], [`file`], [`otlp`] (gRPC), [`otlphttp`], and [`memory`] for tests. Each implements
+//! [`Exporter`]: how one batch leaves. What happens around it — the bounded queue, merging
+//! queued requests into batches, retries with backoff, the pipeline's counters — is written
+//! once, in [`run`], and driven by the exporter's [`DeliveryConfig`].
 
-use std::io::Write as _;
+pub mod debug;
+pub mod file;
+pub mod memory;
+pub mod otlp;
+pub mod otlphttp;
+
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::codec::CompressionEncoding;
-use tonic::transport::Channel;
 
-use crate::config::{ExporterConfig, OtlpExporterConfig};
-use weft_runtime::OtlpData;
-
+use crate::config::{DeliveryConfig, ExporterConfig};
 use crate::pipeline::{Payload, PipelineStats};
 
-/// Requests an exporter queue holds before receivers answer "retry later" (the OTLP exporter
-/// has its own `sending_queue.queue_size`).
-pub const QUEUE_CAPACITY: usize = 1000;
+pub use memory::InMemoryExporter;
 
-/// The queue size for an exporter.
-pub fn queue_size(config: &ExporterConfig) -> usize {
-    match config {
-        ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => o.queue_size,
-        _ => QUEUE_CAPACITY,
+/// What [`Exporter::export`] returns: on success, how many items of the batch the peer rejected
+/// (OTLP partial success; counted as failed, never retried).
+pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, ExportError>> + Send + 'a>>;
+
+/// One kind of exporter: sends a batch somewhere.
+///
+/// Threading contract: [`run`] calls `export` from its own tokio task and awaits each call
+/// before the next, so one driver never has two calls in flight; the same exporter may still be
+/// driven by several pipelines at once (an exporter id shared by the traces and logs pipelines,
+/// or an [`InMemoryExporter`] passed to [`crate::start_with`]), hence `Send + Sync`. A call must
+/// not block the worker for long (the OTLP exporters await their peer; `debug` and `file` write
+/// one line).
+///
+/// Errors: the exporter never retries by itself. It says whether a failure may be retried
+/// ([`ExportError::Retryable`]), and [`run`] decides: if the exporter's [`DeliveryConfig`] has
+/// a retry policy and its time is not used up, the same batch is exported again after the
+/// backoff (or the peer's `Retry-After`); otherwise the batch is dropped and its items counted
+/// as failed. [`ExportError::Permanent`] drops the batch at once.
+pub trait Exporter: Send + Sync {
+    /// Exports one batch (one request, or several merged when the exporter batches). The batch
+    /// is lent: on a retry the same batch comes again.
+    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a>;
+}
+
+/// Why one export call failed, as the exporter sees it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExportError {
+    /// The peer may accept the same batch later (OTLP: UNAVAILABLE, 503, a timeout, ...).
+    #[error("{message}")]
+    Retryable {
+        /// What went wrong.
+        message: String,
+        /// The peer's `Retry-After`, if it gave one; used instead of the backoff delay (capped
+        /// by `max_interval`).
+        retry_after: Option<Duration>,
+    },
+    /// Sending it again cannot help (rejected as invalid, cannot encode, cannot write).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ExportError {
+    /// A retryable error without `Retry-After`.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ExportError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
-/// Runs exporter `id` until its queue is closed and drained. `stats` are the pipeline's.
+/// An exporter that cannot be built from its configuration (a file that cannot be opened, an
+/// endpoint that is not a URI). The collector still starts; the exporter's requests fail.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// Builds exporter `id` as its configuration describes it. OTLP clients connect lazily, so this
+/// needs a tokio runtime but no peer.
+pub fn build(id: &str, config: &ExporterConfig) -> Result<Arc<dyn Exporter>, BuildError> {
+    Ok(match config {
+        ExporterConfig::Debug(c) => Arc::new(debug::DebugExporter::new(id, c)),
+        ExporterConfig::File(c) => Arc::new(file::FileExporter::new(c)?),
+        ExporterConfig::Otlp(c) => Arc::new(otlp::OtlpGrpcExporter::new(c)?),
+        ExporterConfig::OtlpHttp(c) => Arc::new(otlphttp::OtlpHttpExporter::new(c)),
+    })
+}
+
+/// Drives exporter `id` until its queue is closed and drained: waits for a request; with a
+/// batch policy, merges queued requests of the same signal up to `send_batch_size` items or
+/// `timeout`; exports; on a retryable error and with a retry policy, exports the same batch
+/// again after a delay doubled from `initial_interval` up to `max_interval` (or the peer's
+/// Retry-After), for at most `max_elapsed`. Counts into the pipeline's `stats`.
 pub async fn run(
     id: String,
-    config: ExporterConfig,
+    exporter: Arc<dyn Exporter>,
+    delivery: DeliveryConfig,
     mut rx: mpsc::Receiver<Payload>,
     stats: Arc<PipelineStats>,
 ) {
-    match config {
-        ExporterConfig::Otlp(otlp) => return run_otlp(id, otlp, false, rx, stats).await,
-        ExporterConfig::OtlpHttp(otlp) => return run_otlp(id, otlp, true, rx, stats).await,
-        _ => {}
-    }
-    let mut file = match &config {
-        ExporterConfig::File { path } => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
-            Err(e) => {
-                tracing::error!(exporter = %id, path = %path.display(), error = %e, "cannot open the output file");
-                None
-            }
-        },
-        _ => None,
-    };
-    while let Some(payload) = rx.recv().await {
-        let items = payload.items();
-        let ok = match &config {
-            ExporterConfig::Debug { detailed } => {
-                let data = payload;
-                let mut out = std::io::stdout().lock();
-                let mut r = writeln!(out, "{id}: {} {items} items", data.signal());
-                if *detailed {
-                    r = r.and_then(|_| writeln!(out, "{}", data.to_json()));
-                }
-                r.is_ok()
-            }
-            ExporterConfig::Otlp(_) | ExporterConfig::OtlpHttp(_) => false,
-            ExporterConfig::File { .. } => match &mut file {
-                Some(f) => {
-                    let line = match payload {
-                        OtlpData::Traces(t) => serde_json::to_string(&t),
-                        OtlpData::Logs(l) => serde_json::to_string(&l),
-                    };
-                    // One request per line, flushed per request: a reader never sees half a line.
-                    match line {
-                        Ok(line) => writeln!(f, "{line}").and_then(|_| f.flush()).is_ok(),
-                        Err(_) => false,
-                    }
-                }
-                None => false,
+    let mut carry: Option<Payload> = None;
+    loop {
+        let mut batch = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
             },
         };
-        let counter = if ok { &stats.exported } else { &stats.failed };
-        counter.fetch_add(items, Ordering::Relaxed);
+        if let Some(policy) = &delivery.batch {
+            let flush_at = Instant::now() + policy.timeout;
+            while batch.items() < policy.send_batch_size {
+                match tokio::time::timeout_at(flush_at, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        if let Some(other) = merge(&mut batch, p) {
+                            carry = Some(other);
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let items = batch.items();
+        let started = Instant::now();
+        let mut delay = delivery.retry.as_ref().map(|r| r.initial_interval);
+        loop {
+            let error = match exporter.export(&batch).await {
+                Ok(rejected) => {
+                    let rejected = rejected.min(items);
+                    stats
+                        .exported
+                        .fetch_add(items - rejected, Ordering::Relaxed);
+                    stats.failed.fetch_add(rejected, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => e,
+            };
+            // The wait before the next attempt, if there is one.
+            let wait = match (&error, &delivery.retry, delay) {
+                (ExportError::Retryable { retry_after, .. }, Some(policy), Some(d))
+                    if started.elapsed() + d <= policy.max_elapsed =>
+                {
+                    delay = Some((d * 2).min(policy.max_interval));
+                    Some(retry_after.unwrap_or(d).min(policy.max_interval))
+                }
+                _ => None,
+            };
+            match wait {
+                Some(wait) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(exporter = %id, items, error = %error, retry_in = ?wait, "export failed, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    stats.failed.fetch_add(items, Ordering::Relaxed);
+                    tracing::error!(exporter = %id, items, error = %error, "export failed, dropping the batch");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Drains the queue of an exporter that could not be built, counting every item as failed.
+pub async fn fail_all(mut rx: mpsc::Receiver<Payload>, stats: Arc<PipelineStats>) {
+    while let Some(p) = rx.recv().await {
+        stats.failed.fetch_add(p.items(), Ordering::Relaxed);
     }
 }
 
@@ -98,243 +185,122 @@ fn merge(a: &mut Payload, b: Payload) -> Option<Payload> {
     None
 }
 
-/// Codes the OTLP specification lets a client retry.
-fn retryable(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Cancelled
-            | DeadlineExceeded
-            | Aborted
-            | OutOfRange
-            | Unavailable
-            | DataLoss
-            | ResourceExhausted
-    )
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
 
-/// Why one export attempt failed.
-struct SendError {
-    /// Whether the OTLP specification allows a retry.
-    retryable: bool,
-    /// The server's `Retry-After`, if it gave one.
-    retry_after: Option<Duration>,
-    /// What went wrong.
-    message: String,
-}
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-/// How batches leave: OTLP/gRPC or OTLP/HTTP (protobuf).
-enum Transport {
-    Grpc {
-        traces: TraceServiceClient<Channel>,
-        logs: LogsServiceClient<Channel>,
-    },
-    Http {
-        client: HttpClient,
-        base: String,
-        gzip: bool,
-        timeout: Duration,
-    },
-}
+    use super::*;
+    use crate::config::{BatchConfig, RetryConfig};
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
->;
-
-impl Transport {
-    fn new(http: bool, cfg: &OtlpExporterConfig) -> Result<Transport, String> {
-        if http {
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http();
-            return Ok(Transport::Http {
-                client,
-                base: cfg.endpoint.trim_end_matches('/').to_string(),
-                gzip: cfg.gzip,
-                timeout: cfg.timeout,
-            });
-        }
-        let channel = Channel::from_shared(cfg.endpoint.clone()).map_err(|e| e.to_string())?;
-        let channel = channel.timeout(cfg.timeout).connect_lazy();
-        let mut traces = TraceServiceClient::new(channel.clone());
-        let mut logs = LogsServiceClient::new(channel);
-        if cfg.gzip {
-            traces = traces
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
-            logs = logs
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
-        }
-        Ok(Transport::Grpc { traces, logs })
+    /// A request of `n` spans.
+    fn spans(n: usize) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
     }
 
-    /// Sends one batch; returns how many items the server rejected (OTLP partial success).
-    async fn send(&mut self, batch: &Payload) -> Result<u64, SendError> {
-        match self {
-            Transport::Grpc { traces, logs } => {
-                let result = match batch {
-                    Payload::Traces(t) => traces.export(t.clone()).await.map(|r| {
-                        r.into_inner()
-                            .partial_success
-                            .map_or(0, |p| p.rejected_spans.max(0) as u64)
-                    }),
-                    Payload::Logs(l) => logs.export(l.clone()).await.map(|r| {
-                        r.into_inner()
-                            .partial_success
-                            .map_or(0, |p| p.rejected_log_records.max(0) as u64)
-                    }),
-                };
-                result.map_err(|status| SendError {
-                    retryable: retryable(status.code()),
-                    retry_after: None,
-                    message: format!("{:?}: {}", status.code(), status.message()),
-                })
-            }
-            Transport::Http {
-                client,
-                base,
-                gzip,
-                timeout,
-            } => {
-                use prost::Message as _;
-                let (path, body) = match batch {
-                    Payload::Traces(t) => ("/v1/traces", t.encode_to_vec()),
-                    Payload::Logs(l) => ("/v1/logs", l.encode_to_vec()),
-                };
-                let body = if *gzip {
-                    let mut e =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    e.write_all(&body)
-                        .and_then(|_| e.finish())
-                        .map_err(|e| SendError {
-                            retryable: false,
-                            retry_after: None,
-                            message: format!("gzip: {e}"),
-                        })?
-                } else {
-                    body
-                };
-                let mut req = hyper::Request::post(format!("{base}{path}"))
-                    .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
-                if *gzip {
-                    req = req.header(hyper::header::CONTENT_ENCODING, "gzip");
-                }
-                let req = req
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                    .map_err(|e| SendError {
-                        retryable: false,
-                        retry_after: None,
-                        message: e.to_string(),
-                    })?;
-                let resp = match tokio::time::timeout(*timeout, client.request(req)).await {
-                    Err(_) => {
-                        return Err(SendError {
-                            retryable: true,
-                            retry_after: None,
-                            message: "timed out".into(),
-                        });
-                    }
-                    Ok(Err(e)) => {
-                        return Err(SendError {
-                            retryable: true,
-                            retry_after: None,
-                            message: e.to_string(),
-                        });
-                    }
-                    Ok(Ok(r)) => r,
-                };
-                let status = resp.status();
-                if status.is_success() {
-                    return Ok(0);
-                }
-                // OTLP/HTTP: 429, 502, 503 and 504 may be retried, after Retry-After if given.
-                let retry_after = resp
-                    .headers()
-                    .get(hyper::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                Err(SendError {
-                    retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
-                    retry_after,
-                    message: format!("HTTP {status}"),
-                })
+    /// Fails with the queued errors first, then records and succeeds.
+    struct Scripted {
+        errors: Mutex<Vec<ExportError>>,
+        memory: InMemoryExporter,
+    }
+
+    impl Exporter for Scripted {
+        fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+            let next = self.errors.lock().map(|mut e| e.pop()).unwrap_or(None);
+            match next {
+                Some(e) => Box::pin(std::future::ready(Err(e))),
+                None => self.memory.export(batch),
             }
         }
     }
-}
 
-/// The OTLP exporters: wait for a request, merge queued ones up to `send_batch_size` items or
-/// `batch_timeout`, and export with retries (exponential backoff, doubled from
-/// `initial_interval` up to `max_interval`, or the server's Retry-After; for at most
-/// `max_elapsed`). Drains on close.
-async fn run_otlp(
-    id: String,
-    cfg: OtlpExporterConfig,
-    http: bool,
-    mut rx: mpsc::Receiver<Payload>,
-    stats: Arc<PipelineStats>,
-) {
-    let mut transport = match Transport::new(http, &cfg) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(exporter = %id, endpoint = %cfg.endpoint, error = %e, "invalid endpoint");
-            while let Some(p) = rx.recv().await {
-                stats.failed.fetch_add(p.items(), Ordering::Relaxed);
-            }
-            return;
+    /// Drives `exporter` over `requests` to the end and returns the pipeline's counters.
+    async fn drive(
+        exporter: Arc<dyn Exporter>,
+        delivery: DeliveryConfig,
+        requests: Vec<Payload>,
+    ) -> (u64, u64, u64) {
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel(delivery.queue.queue_size);
+        for r in requests {
+            tx.try_send(r).expect("room");
         }
-    };
-    let mut carry: Option<Payload> = None;
-    loop {
-        let mut batch = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let flush_at = Instant::now() + cfg.batch_timeout;
-        while batch.items() < cfg.send_batch_size {
-            match tokio::time::timeout_at(flush_at, rx.recv()).await {
-                Ok(Some(p)) => {
-                    if let Some(other) = merge(&mut batch, p) {
-                        carry = Some(other);
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
+        drop(tx);
+        run("test".into(), exporter, delivery, rx, stats.clone()).await;
+        (
+            stats.exported.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+            stats.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    fn retrying() -> DeliveryConfig {
+        DeliveryConfig {
+            batch: Some(BatchConfig {
+                send_batch_size: 5,
+                timeout: Duration::from_millis(10),
+            }),
+            retry: Some(RetryConfig {
+                initial_interval: Duration::from_millis(1),
+                max_interval: Duration::from_millis(2),
+                max_elapsed: Duration::from_secs(5),
+            }),
+            ..DeliveryConfig::default()
         }
-        let items = batch.items();
-        let started = Instant::now();
-        let mut delay = cfg.initial_interval;
-        loop {
-            match transport.send(&batch).await {
-                Ok(rejected) => {
-                    stats
-                        .exported
-                        .fetch_add(items - rejected.min(items), Ordering::Relaxed);
-                    stats
-                        .failed
-                        .fetch_add(rejected.min(items), Ordering::Relaxed);
-                    break;
-                }
-                Err(e) if e.retryable && started.elapsed() + delay <= cfg.max_elapsed => {
-                    let wait = e.retry_after.unwrap_or(delay).min(cfg.max_interval);
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(exporter = %id, items, error = %e.message, retry_in = ?wait, "export failed, retrying");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(cfg.max_interval);
-                }
-                Err(e) => {
-                    stats.failed.fetch_add(items, Ordering::Relaxed);
-                    tracing::error!(exporter = %id, items, error = %e.message, "export failed, dropping the batch");
-                    break;
-                }
-            }
-        }
+    }
+
+    #[tokio::test]
+    async fn retryable_errors_are_retried_and_batches_merge_up_to_the_size() {
+        let memory = InMemoryExporter::new();
+        let exporter = Arc::new(Scripted {
+            errors: Mutex::new(vec![
+                ExportError::retryable("busy"),
+                ExportError::retryable("busy"),
+            ]),
+            memory: memory.clone(),
+        });
+        let counts = drive(exporter, retrying(), vec![spans(3), spans(3), spans(1)]).await;
+        assert_eq!(counts, (7, 0, 2));
+        // 3 + 3 reaches 5: one batch of 6, then the 1 on its own.
+        let sizes: Vec<u64> = memory.requests().iter().map(Payload::items).collect();
+        assert_eq!(sizes, [6, 1]);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_and_exporters_without_retry_drop_the_batch() {
+        let memory = InMemoryExporter::new();
+        let permanent = Arc::new(Scripted {
+            errors: Mutex::new(vec![ExportError::Permanent("bad".into())]),
+            memory: memory.clone(),
+        });
+        assert_eq!(
+            drive(permanent, retrying(), vec![spans(2)]).await,
+            (0, 2, 0)
+        );
+        let no_retry = Arc::new(Scripted {
+            errors: Mutex::new(vec![ExportError::retryable("busy")]),
+            memory: memory.clone(),
+        });
+        let counts = drive(
+            no_retry,
+            DeliveryConfig::default(),
+            vec![spans(2), spans(4)],
+        )
+        .await;
+        // No batch policy: each request alone; no retry policy: the first is dropped.
+        assert_eq!(counts, (4, 2, 0));
+        assert_eq!(memory.items(), 4);
+        memory.reset();
+        assert!(memory.requests().is_empty() && memory.spans().is_empty());
     }
 }
