@@ -176,21 +176,10 @@ impl Collector {
     /// After `stop` fired: lets the receivers finish the requests in flight, then drains the
     /// exporter queues, until `deadline`. Returns whether everything drained in time.
     pub async fn drain(mut self, deadline: tokio::time::Instant) -> bool {
-        while tokio::time::timeout_at(deadline, self.servers.join_next())
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-        {}
+        weft_runtime::net::join_until(&mut self.servers, deadline).await;
         // Receivers are gone: dropping the pipelines closes the queues once nobody sends.
         self.pipelines.clear();
-        loop {
-            match tokio::time::timeout_at(deadline, self.exporters.join_next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
-            }
-        }
+        weft_runtime::net::join_until(&mut self.exporters, deadline).await
     }
 
     /// [`Self::drain`] within `timeout`.

@@ -128,3 +128,17 @@ pub async fn bind(
             source,
         })
 }
+
+/// Waits for every task of `tasks` to finish, until `deadline`. Returns whether all finished.
+pub async fn join_until(
+    tasks: &mut tokio::task::JoinSet<()>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}

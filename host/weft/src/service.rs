@@ -381,12 +381,7 @@ impl Running {
     pub async fn shutdown(mut self, timeout: Duration) -> bool {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::timeout_at(deadline, self.servers.join_next())
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-        {}
+        weft_runtime::net::join_until(&mut self.servers, deadline).await;
         // Our handles on the pipelines go too, so the exporter queues close once drained.
         self.pipelines.clear();
         self.collector.drain(deadline).await
