@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use weft_runtime::config::{
-    ComponentSource, ConfigError, RawWasm, WasmConfig, err, from_value, parse_duration, wasm_config,
+    ComponentSource, ConfigError, RawWasm, WasmConfig, err, from_value, positive_duration_at,
+    wasm_config,
 };
 
 /// The key of filter `name` of proxy `proxy` in logs and hot reload, and its plugin name's base.
@@ -30,7 +31,32 @@ pub struct ProxyConfig {
     pub max_body: usize,
 }
 
+impl Default for ProxyConfig {
+    /// No listener or upstream (YAML must name both), no filters, a 15 s timeout (Envoy's route
+    /// timeout) and 4 MiB bodies.
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: String::new(),
+            filters: Vec::new(),
+            timeout: Duration::from_secs(15),
+            max_body: 4 << 20,
+        }
+    }
+}
+
 impl ProxyConfig {
+    /// Checks the proxy at `key`: bodies between 1 and 1024 MiB.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !(1 << 20..=1 << 30).contains(&self.max_body) {
+            return Err(err(
+                format!("{key}.max_body_mib"),
+                "must be between 1 and 1024",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `other` has the same listener, upstream, limits and filter names in the same
     /// order (what hot reload can keep while swapping filter versions and settings).
     pub fn same_structure(&self, other: &ProxyConfig) -> bool {
@@ -105,22 +131,12 @@ fn proxy_config(
     })?;
     let upstream = upstream_authority(&r.upstream)
         .map_err(|m| err(format!("{key}.upstream"), format!("`{}`: {m}", r.upstream)))?;
-    let timeout = match r.timeout {
-        None => Duration::from_secs(15),
-        Some(t) => parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| {
-            err(
-                format!("{key}.timeout"),
-                format!("`{t}` is not a duration like 15s"),
-            )
-        })?,
-    };
-    let max_body_mib = r.max_body_mib.unwrap_or(4);
-    if max_body_mib == 0 || max_body_mib > 1024 {
-        return Err(err(
-            format!("{key}.max_body_mib"),
-            "must be between 1 and 1024",
-        ));
-    }
+    let defaults = ProxyConfig::default();
+    let timeout =
+        positive_duration_at(format!("{key}.timeout"), r.timeout, defaults.timeout, "15s")?;
+    let max_body = r
+        .max_body_mib
+        .map_or(defaults.max_body, |mib| mib.saturating_mul(1 << 20));
     let mut filters: Vec<FilterConfig> = Vec::new();
     for (i, v) in r.filters.into_iter().enumerate() {
         let fkey = format!("{key}.filters[{i}]");
@@ -157,13 +173,15 @@ fn proxy_config(
         }
         filters.push(FilterConfig { name, wasm });
     }
-    Ok(ProxyConfig {
+    let proxy = ProxyConfig {
         listen,
         upstream,
         filters,
         timeout,
-        max_body: max_body_mib << 20,
-    })
+        max_body,
+    };
+    proxy.validate(key)?;
+    Ok(proxy)
 }
 
 /// `http://host:port` (or a bare `host:port`) → `host:port`. No TLS, no path.

@@ -55,7 +55,39 @@ pub struct WasmConfig {
     pub capabilities: Capabilities,
 }
 
+impl Default for WasmConfig {
+    /// The defaults of [`PluginSettings::new`] (100 ms deadline, 64 MiB, fail open, nothing
+    /// granted, no fuel), an empty plugin configuration, and no component: YAML must name one.
+    fn default() -> Self {
+        let s = PluginSettings::new("");
+        WasmConfig {
+            component: ComponentSource::File(PathBuf::new()),
+            config: serde_json::json!({}),
+            deadline: s.deadline,
+            memory_limit: s.memory_cap,
+            fuel: s.fuel,
+            fail_policy: s.fail_policy,
+            capabilities: s.capabilities,
+        }
+    }
+}
+
 impl WasmConfig {
+    /// Checks the settings of the unit at `key`: the plugin configuration is a mapping, the
+    /// memory cap between 1 and 1024 MiB.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.config.is_object() {
+            return Err(err(format!("{key}.config"), "must be a mapping"));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.memory_limit) {
+            return Err(err(
+                format!("{key}.memory_limit_mib"),
+                "must be between 1 and 1024",
+            ));
+        }
+        Ok(())
+    }
+
     /// The plugin settings of this unit, named `name` in logs and metrics.
     pub fn settings(&self, name: &str) -> PluginSettings {
         let mut settings = PluginSettings::new(name);
@@ -98,6 +130,22 @@ pub fn duration_at(
         None => Ok(default),
         Some(s) => parse_duration(&s)
             .ok_or_else(|| err(key, format!("`{s}` is not a duration like 200ms"))),
+    }
+}
+
+/// A duration option that must be more than zero: absent → `default`; present → parsed, or an
+/// error naming `key` with `example` of what a duration looks like.
+pub fn positive_duration_at(
+    key: String,
+    v: Option<String>,
+    default: Duration,
+    example: &str,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(&s)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| err(key, format!("`{s}` is not a duration like {example}"))),
     }
 }
 
@@ -154,34 +202,25 @@ pub fn wasm_config(
             serde_json::to_value(v).map_err(|e| err(format!("{key}.config"), e.to_string()))?
         }
     };
-    if !config.is_object() {
-        return Err(err(format!("{key}.config"), "must be a mapping"));
-    }
-    let deadline = match r.deadline {
-        None => Duration::from_millis(100),
-        Some(d) => parse_duration(&d).filter(|d| !d.is_zero()).ok_or_else(|| {
-            err(
-                format!("{key}.deadline"),
-                format!("`{d}` is not a duration like 100ms"),
-            )
-        })?,
-    };
-    let memory_limit = r.memory_limit_mib.unwrap_or(64);
-    if memory_limit == 0 || memory_limit > 1024 {
-        return Err(err(
-            format!("{key}.memory_limit_mib"),
-            "must be between 1 and 1024",
-        ));
-    }
-    Ok(WasmConfig {
+    let defaults = WasmConfig::default();
+    let w = WasmConfig {
         component,
         config,
-        deadline,
-        memory_limit: memory_limit << 20,
+        deadline: positive_duration_at(
+            format!("{key}.deadline"),
+            r.deadline,
+            defaults.deadline,
+            "100ms",
+        )?,
+        memory_limit: r
+            .memory_limit_mib
+            .map_or(defaults.memory_limit, |mib| mib.saturating_mul(1 << 20)),
         fuel: r.fuel,
         fail_policy: r.fail_policy,
         capabilities: r.capabilities,
-    })
+    };
+    w.validate(key)?;
+    Ok(w)
 }
 
 #[cfg(test)]
