@@ -203,4 +203,7 @@ pub enum ConvertError {
     /// A nested value from the guest is not a well-formed tree.
     #[error("malformed nested value: {0}")]
     MalformedTree(String),
+    /// Protobuf that is not a well-formed OTLP request.
+    #[error("{0}")]
+    Wire(String),
 }

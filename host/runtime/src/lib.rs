@@ -37,5 +37,6 @@ pub use plugin::{
     BatchReport, Capabilities, FailPolicy, InstanceReuse, Instances, MakeExt, Plugin, PluginHost,
     PluginSettings, ProcessError, Warm, Worlds,
 };
-pub use signal::{OtlpData, Signal, SignalRequest};
+pub use signal::{OtlpData, OtlpRequest, Signal, SignalRequest};
+pub use weft_otlp_wire::{self as wire, WireError};
 pub use state::{HostState, MemoryLimiter, PluginShared};

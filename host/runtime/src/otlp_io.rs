@@ -1,11 +1,9 @@
 //! Reading and writing OTLP payloads in files: protobuf, or JSON as the Collector's file
 //! exporter writes it (camelCase field names, hex ids, one request per line or one document).
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 
 pub use crate::signal::OtlpData;
+use crate::signal::{OtlpRequest, Signal};
 
 /// Why a payload could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +25,19 @@ pub enum InputError {
     /// Nothing in the input.
     #[error("the input is empty")]
     Empty,
+    /// OTLP that breaks the specification's rules (an id of the wrong length, say).
+    #[error("malformed OTLP: {0}")]
+    Invalid(#[from] crate::WireError),
 }
 
 impl OtlpData {
     /// OTLP/JSON, pretty-printed, without fields at their default value (as the Collector's
     /// file exporter writes it).
     pub fn to_json(&self) -> String {
-        let value = match self {
-            OtlpData::Traces(t) => serde_json::to_value(t),
-            OtlpData::Logs(l) => serde_json::to_value(l),
+        let value = match self.decode() {
+            Ok(OtlpRequest::Traces(t)) => serde_json::to_value(t),
+            Ok(OtlpRequest::Logs(l)) => serde_json::to_value(l),
+            Err(e) => return format!("{{\"error\": \"{e}\"}}"),
         };
         // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
         match value {
@@ -49,10 +51,7 @@ impl OtlpData {
 
     /// OTLP protobuf bytes.
     pub fn to_protobuf(&self) -> Vec<u8> {
-        match self {
-            OtlpData::Traces(t) => t.encode_to_vec(),
-            OtlpData::Logs(l) => l.encode_to_vec(),
-        }
+        self.bytes().to_vec()
     }
 }
 
@@ -125,7 +124,7 @@ fn read_json(bytes: &[u8]) -> Result<OtlpData, InputError> {
             .map(|(i, l)| (format!(" (line {})", i + 1), l))
             .collect()
     };
-    let mut out: Option<OtlpData> = None;
+    let mut out: Option<OtlpRequest> = None;
     for (line, doc) in docs {
         let value: serde_json::Value = serde_json::from_str(doc).map_err(|e| InputError::Json {
             line: line.clone(),
@@ -136,9 +135,9 @@ fn read_json(bytes: &[u8]) -> Result<OtlpData, InputError> {
             message: e.to_string(),
         };
         let item = if value.get("resourceSpans").is_some() {
-            OtlpData::Traces(serde_json::from_value(value).map_err(err)?)
+            OtlpRequest::Traces(serde_json::from_value(value).map_err(err)?)
         } else if value.get("resourceLogs").is_some() {
-            OtlpData::Logs(serde_json::from_value(value).map_err(err)?)
+            OtlpRequest::Logs(serde_json::from_value(value).map_err(err)?)
         } else {
             return Err(InputError::Json {
                 line,
@@ -147,40 +146,31 @@ fn read_json(bytes: &[u8]) -> Result<OtlpData, InputError> {
         };
         out = Some(match (out, item) {
             (None, item) => item,
-            (Some(OtlpData::Traces(mut a)), OtlpData::Traces(b)) => {
+            (Some(OtlpRequest::Traces(mut a)), OtlpRequest::Traces(b)) => {
                 a.resource_spans.extend(b.resource_spans);
-                OtlpData::Traces(a)
+                OtlpRequest::Traces(a)
             }
-            (Some(OtlpData::Logs(mut a)), OtlpData::Logs(b)) => {
+            (Some(OtlpRequest::Logs(mut a)), OtlpRequest::Logs(b)) => {
                 a.resource_logs.extend(b.resource_logs);
-                OtlpData::Logs(a)
+                OtlpRequest::Logs(a)
             }
             _ => return Err(InputError::Mixed),
         });
     }
-    out.ok_or(InputError::Empty)
+    Ok(OtlpData::from_request(&out.ok_or(InputError::Empty)?)?)
 }
 
-/// Both requests put their payload in field 1, so either decoder accepts the other's bytes;
-/// prost drops fields it does not know, so the right one is the one that re-encodes to the
-/// same length.
+/// Both requests put their payload in field 1, so the bytes are validated as each; a logs
+/// request is refused as traces by its first record (a span's ids are length-delimited where a
+/// record's timestamps are fixed64), and the reverse. One that has items wins.
 fn read_protobuf(bytes: &[u8]) -> Result<OtlpData, InputError> {
-    let traces = ExportTraceServiceRequest::decode(bytes);
-    if let Ok(t) = &traces
-        && t.encoded_len() == bytes.len()
-        && !t.resource_spans.is_empty()
-    {
-        return Ok(OtlpData::Traces(t.clone()));
+    let traces = OtlpData::from_protobuf(Signal::Traces, bytes.to_vec());
+    let logs = OtlpData::from_protobuf(Signal::Logs, bytes.to_vec());
+    match (traces, logs) {
+        (Ok(t), _) if t.items() > 0 => Ok(t),
+        (_, Ok(l)) if l.items() > 0 => Ok(l),
+        (Ok(t), _) => Ok(t),
+        (_, Ok(l)) => Ok(l),
+        (Err(e), Err(_)) => Err(InputError::Protobuf(e.to_string())),
     }
-    let logs = ExportLogsServiceRequest::decode(bytes);
-    if let Ok(l) = &logs
-        && l.encoded_len() == bytes.len()
-        && !l.resource_logs.is_empty()
-    {
-        return Ok(OtlpData::Logs(l.clone()));
-    }
-    Err(InputError::Protobuf(match (traces, logs) {
-        (Err(e), _) | (_, Err(e)) => e.to_string(),
-        _ => "it decodes, but as neither request without losing fields".into(),
-    }))
 }

@@ -21,7 +21,7 @@ use crate::engine::{EPOCH_TICK, WeftEngine};
 use crate::error::{CallError, ConvertError, LoadError, TrapKind};
 use crate::kv::KvStore;
 use crate::metrics::{MetricsRegistry, PluginMetrics};
-use crate::signal::{OtlpData, SignalRequest};
+use crate::signal::{OtlpData, OtlpRequest, SignalRequest};
 use crate::state::{HostState, PluginShared, stdio};
 
 /// What to do with a batch (or, for an HTTP filter, a stream) when the plugin fails on it
@@ -531,15 +531,12 @@ impl Plugin {
 
     /// [`Self::process`] for a request of either signal.
     pub fn process_data(&self, data: OtlpData) -> Result<(OtlpData, BatchReport), ConvertError> {
-        Ok(match data {
-            OtlpData::Traces(t) => {
-                let (t, r) = self.process(t)?;
-                (OtlpData::Traces(t), r)
-            }
-            OtlpData::Logs(l) => {
-                let (l, r) = self.process(l)?;
-                (OtlpData::Logs(l), r)
-            }
+        self.process_data_with(data, |e, n| {
+            Ok::<_, Infallible>(self.inner.core.on_failure(&e, n))
+        })
+        .map_err(|e| match e {
+            ProcessError::Convert(c) => c,
+            ProcessError::Call(never) => match never {},
         })
     }
 
@@ -548,15 +545,27 @@ impl Plugin {
         &self,
         data: OtlpData,
     ) -> Result<(OtlpData, BatchReport), ProcessError> {
-        Ok(match data {
-            OtlpData::Traces(t) => {
-                let (t, r) = self.process_strict(t)?;
-                (OtlpData::Traces(t), r)
+        self.process_data_with(data, |e, _| Err(e))
+    }
+
+    fn process_data_with<E>(
+        &self,
+        data: OtlpData,
+        on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
+    ) -> Result<(OtlpData, BatchReport), ProcessError<E>> {
+        let encoded = |r: Result<OtlpData, crate::WireError>| {
+            r.map_err(|e| ProcessError::Convert(ConvertError::Wire(e.to_string())))
+        };
+        Ok(match data.decode() {
+            Ok(OtlpRequest::Traces(t)) => {
+                let (t, r) = self.process_with(t, on_failure)?;
+                (encoded(OtlpData::from_traces(&t))?, r)
             }
-            OtlpData::Logs(l) => {
-                let (l, r) = self.process_strict(l)?;
-                (OtlpData::Logs(l), r)
+            Ok(OtlpRequest::Logs(l)) => {
+                let (l, r) = self.process_with(l, on_failure)?;
+                (encoded(OtlpData::from_logs(&l))?, r)
             }
+            Err(e) => return Err(ProcessError::Convert(ConvertError::Wire(e.to_string()))),
         })
     }
 

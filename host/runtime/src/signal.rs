@@ -9,6 +9,10 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
+use bytes::Bytes;
+use prost::Message as _;
+use weft_otlp_wire::{Kind, WireError};
+
 use crate::bindings::{LogBatch, SpanBatch};
 use crate::convert;
 use crate::error::{CallError, ConvertError};
@@ -39,30 +43,133 @@ impl std::fmt::Display for Signal {
     }
 }
 
-/// One request's worth of telemetry, of either signal.
+/// One request's worth of telemetry, of either signal: its OTLP protobuf bytes (an
+/// `ExportTraceServiceRequest` or `ExportLogsServiceRequest`), validated once when it was made
+/// and never decoded on the way through. Cloning shares the bytes (a reference count), so every
+/// exporter, every retry and a fail-open fallback hold the same buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpData {
+    signal: Signal,
+    bytes: Bytes,
+    items: u64,
+}
+
+/// A request decoded into the prost types (for exporters that print, tests, `weft test`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum OtlpData {
+pub enum OtlpRequest {
     /// An OTLP traces request.
     Traces(ExportTraceServiceRequest),
     /// An OTLP logs request.
     Logs(ExportLogsServiceRequest),
 }
 
+impl Signal {
+    /// The protobuf message a request of this signal is.
+    pub fn kind(self) -> Kind {
+        match self {
+            Signal::Traces => Kind::TracesData,
+            Signal::Logs => Kind::LogsData,
+        }
+    }
+}
+
 impl OtlpData {
+    /// A request from its protobuf bytes: validated (wire format, UTF-8, id lengths, nesting)
+    /// and counted in one pass, without decoding.
+    pub fn from_protobuf(signal: Signal, bytes: impl Into<Bytes>) -> Result<Self, WireError> {
+        let bytes = bytes.into();
+        let items = weft_otlp_wire::validate(signal.kind(), &bytes)?;
+        Ok(OtlpData {
+            signal,
+            bytes,
+            items,
+        })
+    }
+
+    /// A traces request from the prost type (encoded once, then validated: prost encodes ids
+    /// of any length).
+    pub fn from_traces(req: &ExportTraceServiceRequest) -> Result<Self, WireError> {
+        Self::from_protobuf(Signal::Traces, req.encode_to_vec())
+    }
+
+    /// A logs request from the prost type.
+    pub fn from_logs(req: &ExportLogsServiceRequest) -> Result<Self, WireError> {
+        Self::from_protobuf(Signal::Logs, req.encode_to_vec())
+    }
+
+    /// A decoded request.
+    pub fn from_request(req: &OtlpRequest) -> Result<Self, WireError> {
+        match req {
+            OtlpRequest::Traces(t) => Self::from_traces(t),
+            OtlpRequest::Logs(l) => Self::from_logs(l),
+        }
+    }
+
+    /// An empty request of `signal`.
+    pub fn empty(signal: Signal) -> Self {
+        OtlpData {
+            signal,
+            bytes: Bytes::new(),
+            items: 0,
+        }
+    }
+
     /// Items (spans or log records) in the request.
     pub fn items(&self) -> u64 {
-        match self {
-            OtlpData::Traces(t) => t.items(),
-            OtlpData::Logs(l) => l.items(),
-        }
+        self.items
     }
 
     /// Which signal it carries.
     pub fn signal(&self) -> Signal {
-        match self {
-            OtlpData::Traces(_) => Signal::Traces,
-            OtlpData::Logs(_) => Signal::Logs,
+        self.signal
+    }
+
+    /// The protobuf bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Decodes the request into the prost types.
+    pub fn decode(&self) -> Result<OtlpRequest, prost::DecodeError> {
+        Ok(match self.signal {
+            Signal::Traces => OtlpRequest::Traces(ExportTraceServiceRequest::decode(&self.bytes[..])?),
+            Signal::Logs => OtlpRequest::Logs(ExportLogsServiceRequest::decode(&self.bytes[..])?),
+        })
+    }
+
+    /// Decodes a traces request (an empty one for a logs request).
+    pub fn traces(&self) -> ExportTraceServiceRequest {
+        match self.decode() {
+            Ok(OtlpRequest::Traces(t)) => t,
+            _ => ExportTraceServiceRequest::default(),
         }
+    }
+
+    /// Decodes a logs request (an empty one for a traces request).
+    pub fn logs(&self) -> ExportLogsServiceRequest {
+        match self.decode() {
+            Ok(OtlpRequest::Logs(l)) => l,
+            _ => ExportLogsServiceRequest::default(),
+        }
+    }
+
+    /// Appends `other` (same signal) to this request: protobuf concatenation, which for a
+    /// message of one repeated field is the merged request. Returns `other` back if the signals
+    /// differ.
+    pub fn merge(&mut self, other: OtlpData) -> Result<(), OtlpData> {
+        if other.signal != self.signal {
+            return Err(other);
+        }
+        if self.bytes.is_empty() {
+            *self = other;
+            return Ok(());
+        }
+        let mut joined = bytes::BytesMut::with_capacity(self.bytes.len() + other.bytes.len());
+        joined.extend_from_slice(&self.bytes);
+        joined.extend_from_slice(&other.bytes);
+        self.bytes = joined.freeze();
+        self.items += other.items;
+        Ok(())
     }
 }
 
