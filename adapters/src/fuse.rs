@@ -15,7 +15,7 @@ use crate::module::Module;
 use crate::{AdaptError, Adapted};
 
 /// The export of the main module that marks an http-filter component.
-const FILTER_MARK: &str = "weft:plugin/filter@0.1.0#[constructor]http-stream";
+const FILTER_MARK: &str = "weft:plugin/filter@0.2.0#[constructor]http-stream";
 
 /// Finds the main core module of `component` and checks it targets the http-filter world.
 pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
@@ -85,9 +85,9 @@ fn world_of(component_exports: &[String], main: &Module) -> String {
     let spans = has("weft:plugin/spans@");
     let logs = has("weft:plugin/logs@");
     match (spans, logs) {
-        (true, true) => "weft:plugin/otlp-processor@0.1.0".into(),
-        (true, false) => "weft:plugin/span-processor@0.1.0".into(),
-        (false, true) => "weft:plugin/log-transform@0.1.0".into(),
+        (true, true) => "weft:plugin/otlp-processor@0.2.0".into(),
+        (true, false) => "weft:plugin/span-processor@0.2.0".into(),
+        (false, true) => "weft:plugin/log-transform@0.2.0".into(),
         _ if main.has_export("_start") || has("wasi:cli/run@") => {
             "wasi:cli/command (a program, not a plugin)".into()
         }
@@ -809,7 +809,7 @@ mod tests {
             "wasi:cli/stdout@0.20.1"
         );
         assert_eq!(normalize("wasi:cli/stdout@0.3.0"), "wasi:cli/stdout@0.3.0");
-        assert_eq!(normalize("weft:plugin/log@0.1.0"), "weft:plugin/log@0.1.0");
+        assert_eq!(normalize("weft:plugin/log@0.2.0"), "weft:plugin/log@0.2.0");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use verify::{PROXY_EXPORTS, PROXY_IMPORTS, verify};
 pub const GLUE: &[u8] = include_bytes!(env!("WEFT_PROXY_GLUE"));
 
 /// The world a component must target to be adapted.
-pub const WORLD: &str = "weft:plugin/http-filter@0.1.0";
+pub const WORLD: &str = "weft:plugin/http-filter@0.2.0";
 
 /// Why a component cannot be adapted.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub enum AdaptError {
         why: &'static str,
     },
     /// The component lacks an export the glue needs.
-    #[error("the component does not export `{0}`; was it built against weft:plugin@0.1.0?")]
+    #[error("the component does not export `{0}`; was it built against weft:plugin@0.2.0?")]
     MissingExport(String),
     /// The glue module breaks the rules (a build problem of weft itself).
     #[error("internal: the glue module {0}")]

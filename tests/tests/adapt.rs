@@ -65,7 +65,7 @@ fn every_http_plugin_adapts_to_a_module_that_imports_only_proxy_wasm() {
             adapted
                 .resolved
                 .iter()
-                .any(|(from, _)| from.contains("weft:plugin/config@0.1.0#get-json")),
+                .any(|(from, _)| from.contains("weft:plugin/config@0.2.0#get-json")),
             "{name}: {:?}",
             adapted.resolved
         );
@@ -97,8 +97,8 @@ fn the_wasm32_unknown_unknown_build_needs_no_wasi_shims() {
 fn components_of_other_worlds_are_refused_with_the_world_named() {
     // A span processor, an OTLP processor and a wasi:cli command.
     let cases = [
-        (guests::SAMPLER, "weft:plugin/span-processor@0.1.0"),
-        (guests::PII_MASK, "weft:plugin/otlp-processor@0.1.0"),
+        (guests::SAMPLER, "weft:plugin/span-processor@0.2.0"),
+        (guests::PII_MASK, "weft:plugin/otlp-processor@0.2.0"),
         (guests::NOT_A_PLUGIN, "wasi:cli/command"),
     ];
     for (path, world) in cases {
@@ -109,7 +109,7 @@ fn components_of_other_worlds_are_refused_with_the_world_named() {
         );
         let msg = err.to_string();
         assert!(msg.contains(world), "{path}: {msg}");
-        assert!(msg.contains("weft:plugin/http-filter@0.1.0"), "{msg}");
+        assert!(msg.contains("weft:plugin/http-filter@0.2.0"), "{msg}");
     }
 }
 

@@ -24,7 +24,7 @@ fn a_wasi_command_component_is_rejected_as_the_wrong_world() {
         "{msg}"
     );
     assert!(
-        msg.contains("weft:plugin/spans@0.1.0"),
+        msg.contains("weft:plugin/spans@0.2.0"),
         "says what is expected: {msg}"
     );
     assert!(
@@ -160,21 +160,21 @@ fn inspect_names_the_world_version_and_interfaces() {
     let first =
         weft_runtime::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
     assert_eq!(first.world, "otlp-processor");
-    assert_eq!(first.weft_versions, vec!["0.1.0".to_string()]);
+    assert_eq!(first.weft_versions, vec!["0.2.0".to_string()]);
     assert!(
         first
             .exports
-            .contains(&"weft:plugin/spans@0.1.0".to_string())
+            .contains(&"weft:plugin/spans@0.2.0".to_string())
     );
     assert!(
         first
             .exports
-            .contains(&"weft:plugin/logs@0.1.0".to_string())
+            .contains(&"weft:plugin/logs@0.2.0".to_string())
     );
     assert!(
         first
             .imports
-            .contains(&"weft:plugin/config@0.1.0".to_string())
+            .contains(&"weft:plugin/config@0.2.0".to_string())
     );
     assert_eq!(
         first.cached_artifact, None,

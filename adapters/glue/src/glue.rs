@@ -136,43 +136,43 @@ const LOG_CRITICAL: u32 = 5;
 
 #[link(wasm_import_module = "weft:guest")]
 unsafe extern "C" {
-    #[link_name = "weft:plugin/lifecycle@0.1.0#init"]
+    #[link_name = "weft:plugin/lifecycle@0.2.0#init"]
     fn g_init() -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/lifecycle@0.1.0#init"]
+    #[link_name = "cabi_post_weft:plugin/lifecycle@0.2.0#init"]
     fn g_init_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[constructor]http-stream"]
+    #[link_name = "weft:plugin/filter@0.2.0#[constructor]http-stream"]
     fn g_new() -> u32;
-    #[link_name = "weft:plugin/filter@0.1.0#[dtor]http-stream"]
+    #[link_name = "weft:plugin/filter@0.2.0#[dtor]http-stream"]
     fn g_dtor(rep: u32);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-request-headers"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-request-headers"]
     fn g_req_headers(rep: u32, n: u32, eos: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-request-headers"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-request-headers"]
     fn g_req_headers_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-request-body"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-request-body"]
     fn g_req_body(rep: u32, n: u32, eos: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-request-body"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-request-body"]
     fn g_req_body_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-request-trailers"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-request-trailers"]
     fn g_req_trailers(rep: u32, n: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-request-trailers"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-request-trailers"]
     fn g_req_trailers_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-response-headers"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-response-headers"]
     fn g_resp_headers(rep: u32, n: u32, eos: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-response-headers"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-response-headers"]
     fn g_resp_headers_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-response-body"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-response-body"]
     fn g_resp_body(rep: u32, n: u32, eos: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-response-body"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-response-body"]
     fn g_resp_body_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-response-trailers"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-response-trailers"]
     fn g_resp_trailers(rep: u32, n: u32) -> *mut u8;
-    #[link_name = "cabi_post_weft:plugin/filter@0.1.0#[method]http-stream.on-response-trailers"]
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-response-trailers"]
     fn g_resp_trailers_post(r: *mut u8);
-    #[link_name = "weft:plugin/filter@0.1.0#[method]http-stream.on-done"]
+    #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-done"]
     fn g_done(rep: u32);
-    #[link_name = "weft:plugin/filter@0.1.0#on-tick"]
+    #[link_name = "weft:plugin/filter@0.2.0#on-tick"]
     fn g_tick();
-    #[link_name = "weft:plugin/filter@0.1.0#on-http-call-response"]
+    #[link_name = "weft:plugin/filter@0.2.0#on-http-call-response"]
     fn g_call_response(token: u32, status: u32, body: *mut u8, len: usize);
 }
 
@@ -386,17 +386,17 @@ fn handle_drop(h: u32) {
     unsafe { g_dtor(rep) };
 }
 
-#[unsafe(export_name = "[export]weft:plugin/filter@0.1.0#[resource-new]http-stream")]
+#[unsafe(export_name = "[export]weft:plugin/filter@0.2.0#[resource-new]http-stream")]
 extern "C" fn resource_new(rep: u32) -> u32 {
     State::with(|s| s.handles.new_handle(rep))
 }
 
-#[unsafe(export_name = "[export]weft:plugin/filter@0.1.0#[resource-rep]http-stream")]
+#[unsafe(export_name = "[export]weft:plugin/filter@0.2.0#[resource-rep]http-stream")]
 extern "C" fn resource_rep(h: u32) -> u32 {
     State::with(|s| s.handles.rep(h)).unwrap_or_else(|| trap())
 }
 
-#[unsafe(export_name = "[export]weft:plugin/filter@0.1.0#[resource-drop]http-stream")]
+#[unsafe(export_name = "[export]weft:plugin/filter@0.2.0#[resource-drop]http-stream")]
 extern "C" fn resource_drop(h: u32) {
     handle_drop(h)
 }
@@ -642,13 +642,13 @@ extern "C" fn proxy_on_http_call_response(
 // ---------------------------------------------------------------------------------------------
 // weft:plugin/log, clock, config.
 
-#[unsafe(export_name = "weft:plugin/log@0.1.0#log")]
+#[unsafe(export_name = "weft:plugin/log@0.2.0#log")]
 unsafe extern "C" fn log_log(level: u32, ptr: *const u8, len: usize) {
     // SAFETY: the ABI: the message is valid for `len` bytes.
     unsafe { proxy_log(level, ptr, len) };
 }
 
-#[unsafe(export_name = "weft:plugin/log@0.1.0#enabled")]
+#[unsafe(export_name = "weft:plugin/log@0.2.0#enabled")]
 extern "C" fn log_enabled(level: u32) -> u32 {
     let ret = Ret::get();
     // SAFETY: the out-parameter is the state's.
@@ -658,7 +658,7 @@ extern "C" fn log_enabled(level: u32) -> u32 {
     (level >= State::with(|s| s.ret_u32)) as u32
 }
 
-#[unsafe(export_name = "weft:plugin/clock@0.1.0#now")]
+#[unsafe(export_name = "weft:plugin/clock@0.2.0#now")]
 extern "C" fn clock_now() -> u64 {
     now()
 }
@@ -672,7 +672,7 @@ fn now() -> u64 {
     State::with(|s| s.ret_u64)
 }
 
-#[unsafe(export_name = "weft:plugin/config@0.1.0#get-json")]
+#[unsafe(export_name = "weft:plugin/config@0.2.0#get-json")]
 unsafe extern "C" fn config_get_json(ret: *mut List) {
     let json = State::with(|s| {
         if s.config.is_empty() {
@@ -692,7 +692,7 @@ unsafe extern "C" fn config_get_json(ret: *mut List) {
 }
 
 /// `config.get(key)`: the value of a top-level key of the JSON configuration.
-#[unsafe(export_name = "weft:plugin/config@0.1.0#get")]
+#[unsafe(export_name = "weft:plugin/config@0.2.0#get")]
 unsafe extern "C" fn config_get(key: *const u8, key_len: usize, ret: *mut OptionList) {
     // SAFETY: the ABI: `key` is valid for `key_len` bytes (the guest's, not the glue's).
     let key = unsafe { bytes(key, key_len) };
@@ -759,7 +759,7 @@ unsafe fn metric_id(
     })
 }
 
-#[unsafe(export_name = "weft:plugin/metrics@0.1.0#counter-add")]
+#[unsafe(export_name = "weft:plugin/metrics@0.2.0#counter-add")]
 unsafe extern "C" fn metrics_counter_add(
     name: *const u8,
     nl: usize,
@@ -774,7 +774,7 @@ unsafe extern "C" fn metrics_counter_add(
     }
 }
 
-#[unsafe(export_name = "weft:plugin/metrics@0.1.0#gauge-set")]
+#[unsafe(export_name = "weft:plugin/metrics@0.2.0#gauge-set")]
 unsafe extern "C" fn metrics_gauge_set(
     name: *const u8,
     nl: usize,
@@ -789,7 +789,7 @@ unsafe extern "C" fn metrics_gauge_set(
     }
 }
 
-#[unsafe(export_name = "weft:plugin/metrics@0.1.0#histogram-record")]
+#[unsafe(export_name = "weft:plugin/metrics@0.2.0#histogram-record")]
 unsafe extern "C" fn metrics_histogram_record(
     name: *const u8,
     nl: usize,
@@ -823,7 +823,7 @@ unsafe fn kv_error(ret: *mut KvErr, rc: u32) {
 }
 
 /// `get: func(key) -> result<option<entry>, error>`.
-#[unsafe(export_name = "weft:plugin/keyvalue@0.1.0#get")]
+#[unsafe(export_name = "weft:plugin/keyvalue@0.2.0#get")]
 unsafe extern "C" fn kv_get(key: *const u8, kl: usize, ret: *mut u8) {
     State::with(|s| s.ret_u32 = 0);
     let (rc, p, len) = host_buffer(false, |r| {
@@ -852,7 +852,7 @@ unsafe extern "C" fn kv_get(key: *const u8, kl: usize, ret: *mut u8) {
 
 /// `set: func(key, value, cas: option<u32>) -> result<_, error>`. `some(0)` ("only if absent")
 /// has no Proxy-Wasm equivalent: it is a read then an unconditional write (see README).
-#[unsafe(export_name = "weft:plugin/keyvalue@0.1.0#set")]
+#[unsafe(export_name = "weft:plugin/keyvalue@0.2.0#set")]
 unsafe extern "C" fn kv_set(
     key: *const u8,
     kl: usize,
@@ -910,7 +910,7 @@ fn body_type(b: u32) -> u32 {
     }
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#get-header")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#get-header")]
 unsafe extern "C" fn http_get_header(m: u32, k: *const u8, kl: usize, ret: *mut OptionList) {
     let (rc, p, len) = host_buffer(false, |r| {
         // SAFETY: the ABI: `k` is valid for `kl` bytes; the out-parameters are the state's.
@@ -927,7 +927,7 @@ unsafe extern "C" fn http_get_header(m: u32, k: *const u8, kl: usize, ret: *mut 
     }
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#get-headers")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#get-headers")]
 unsafe extern "C" fn http_get_headers(m: u32, ret: *mut List) {
     let (rc, p, len) = host_buffer(true, |r| {
         // SAFETY: the out-parameters are the state's.
@@ -942,25 +942,25 @@ unsafe extern "C" fn http_get_headers(m: u32, ret: *mut List) {
     unsafe { put(ret, list) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#set-header")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#set-header")]
 unsafe extern "C" fn http_set_header(m: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) {
     // SAFETY: the ABI: the key and the value are valid for their lengths.
     unsafe { proxy_replace_header_map_value(map_type(m), k, kl, v, vl) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#add-header")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#add-header")]
 unsafe extern "C" fn http_add_header(m: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) {
     // SAFETY: the ABI: the key and the value are valid for their lengths.
     unsafe { proxy_add_header_map_value(map_type(m), k, kl, v, vl) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#remove-header")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#remove-header")]
 unsafe extern "C" fn http_remove_header(m: u32, k: *const u8, kl: usize) {
     // SAFETY: the ABI: the key is valid for its length.
     unsafe { proxy_remove_header_map_value(map_type(m), k, kl) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#get-body")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#get-body")]
 unsafe extern "C" fn http_get_body(b: u32, start: usize, len: usize, ret: *mut List) {
     let mut body = List::empty();
     if len > 0 {
@@ -976,7 +976,7 @@ unsafe extern "C" fn http_get_body(b: u32, start: usize, len: usize, ret: *mut L
     unsafe { put(ret, body) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#replace-body")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#replace-body")]
 unsafe extern "C" fn http_replace_body(
     b: u32,
     start: usize,
@@ -988,7 +988,7 @@ unsafe extern "C" fn http_replace_body(
     unsafe { proxy_set_buffer_bytes(body_type(b), start, len, data, dl) };
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#send-local-response")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#send-local-response")]
 unsafe extern "C" fn http_send_local_response(
     status: u32,
     headers: *const Pair,
@@ -1008,7 +1008,7 @@ unsafe extern "C" fn http_send_local_response(
 }
 
 /// `get-property: func(path: list<string>) -> option<list<u8>>`: segments joined with NUL.
-#[unsafe(export_name = "weft:plugin/http@0.1.0#get-property")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#get-property")]
 unsafe extern "C" fn http_get_property(path: *const List, n: usize, ret: *mut OptionList) {
     let (p, len) = State::with(|s| {
         s.scratch.clear();
@@ -1040,14 +1040,14 @@ unsafe extern "C" fn http_get_property(path: *const List, n: usize, ret: *mut Op
     }
 }
 
-#[unsafe(export_name = "weft:plugin/http@0.1.0#set-tick-period")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#set-tick-period")]
 extern "C" fn http_set_tick_period(ms: u32) {
     // SAFETY: a plain host call.
     unsafe { proxy_set_tick_period_milliseconds(ms) };
 }
 
 /// `dispatch-http-call(upstream, headers, body, timeout-ms) -> result<u32, string>`.
-#[unsafe(export_name = "weft:plugin/http@0.1.0#dispatch-http-call")]
+#[unsafe(export_name = "weft:plugin/http@0.2.0#dispatch-http-call")]
 unsafe extern "C" fn http_dispatch_http_call(
     up: *const u8,
     ul: usize,

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use weft_guest::view::{Logs, Traces};
 use weft_guest::{
-    AttributesExt, Config, Error, LogBatch, LogTransform, Plugin, Resource, SpanBatch,
-    SpanProcessor, Value,
+    AnyValue, AttributesExt, Config, Edits, Error, HasAttributes, LogTransform, Plugin, Resource,
+    ResourceGroup, SpanProcessor, Value,
 };
 
 /// The `cloud.provider` values of the OpenTelemetry semantic conventions.
@@ -161,6 +162,20 @@ impl Enricher {
         &self.attributes
     }
 
+    /// Adds the configured attributes to the resource of a request's resource group (batch ABI):
+    /// the spans or records are not read at all. Returns how many it set.
+    pub fn enrich_group<'a, G: ResourceGroup<'a>>(&self, group: &G, edits: &mut Edits) -> usize {
+        let resource = group.resource_view();
+        let mut changed = 0;
+        for (key, value) in &self.attributes {
+            if self.overwrite || resource.attribute(key).is_none() {
+                edits.set_resource_attribute(group, key, AnyValue::from(value.clone()));
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     /// Adds the configured attributes to `resource`; returns how many it set.
     pub fn enrich(&self, resource: &mut Resource) -> usize {
         let mut changed = 0;
@@ -191,16 +206,20 @@ impl Plugin for CloudEnrich {
 }
 
 impl SpanProcessor for CloudEnrich {
-    fn process_spans(&mut self, mut batch: SpanBatch) -> Result<SpanBatch, Error> {
-        self.enricher.enrich(&mut batch.resource);
-        Ok(batch)
+    fn process_spans(&mut self, traces: Traces<'_>, edits: &mut Edits) -> Result<(), Error> {
+        for group in traces.resource_spans() {
+            self.enricher.enrich_group(&group, edits);
+        }
+        Ok(())
     }
 }
 
 impl LogTransform for CloudEnrich {
-    fn process_logs(&mut self, mut batch: LogBatch) -> Result<LogBatch, Error> {
-        self.enricher.enrich(&mut batch.resource);
-        Ok(batch)
+    fn process_logs(&mut self, logs: Logs<'_>, edits: &mut Edits) -> Result<(), Error> {
+        for group in logs.resource_logs() {
+            self.enricher.enrich_group(&group, edits);
+        }
+        Ok(())
     }
 }
 
@@ -338,26 +357,38 @@ mod tests {
             dropped_attributes_count: 0,
             schema_url: String::new(),
         };
-        let spans = plugin
-            .process_spans(SpanBatch {
-                resource: resource(&[]),
-                scope: scope.clone(),
-                spans: Vec::new(),
-            })
+        // Through the batch ABI as the component runs it: encode, process, apply the edits.
+        let request = weft_guest::records::encode_span_batches(&[weft_guest::SpanBatch {
+            resource: resource(&[("cloud.region", "eu-west-1")]),
+            scope: scope.clone(),
+            spans: Vec::new(),
+        }]);
+        let mut edits = Edits::new();
+        plugin
+            .process_spans(Traces::new(&request), &mut edits)
             .expect("ok");
-        assert_eq!(
-            spans.resource.attributes.get_str("cloud.provider"),
-            Some("gcp")
-        );
-        let logs = plugin
-            .process_logs(LogBatch {
-                resource: resource(&[]),
-                scope,
-                records: Vec::new(),
-            })
+        let out = edits
+            .apply(&request, weft_guest::wire_kind::TracesData)
+            .expect("changed");
+        let batches = weft_guest::records::span_batches(Traces::new(&out));
+        let attrs = &batches[0].resource.attributes;
+        assert_eq!(attrs.get_str("cloud.provider"), Some("gcp"));
+        assert_eq!(attrs.get_str("cloud.region"), Some("eu-west-1"));
+
+        // A logs request whose resource group has no resource gets one.
+        let mut e = weft_guest::wire::Encoder::default();
+        e.nested(1, |e| e.nested(2, |_| true));
+        let request = e.buf;
+        let mut edits = Edits::new();
+        plugin
+            .process_logs(Logs::new(&request), &mut edits)
             .expect("ok");
+        let out = edits
+            .apply(&request, weft_guest::wire_kind::LogsData)
+            .expect("changed");
+        let batches = weft_guest::records::log_batches(Logs::new(&out));
         assert_eq!(
-            logs.resource.attributes.get_str("cloud.provider"),
+            batches[0].resource.attributes.get_str("cloud.provider"),
             Some("gcp")
         );
     }

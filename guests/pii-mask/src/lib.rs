@@ -27,8 +27,10 @@ mod config;
 pub use config::{ExtraPattern, MaskConfig};
 
 use regex::Regex;
+use weft_guest::view::{self, HasAttributes, Logs, Traces, ValueRef};
 use weft_guest::{
-    Config, Error, KeyValue, LogBatch, LogTransform, Plugin, SpanBatch, SpanProcessor, Value,
+    AnyValue, Config, Edits, Error, KeyValue, LogBatch, LogTransform, Plugin, SpanBatch,
+    SpanProcessor, Value,
 };
 use weft_pii_scan::{Detectors, Hit, Kind, MIN_CARD_DIGITS};
 
@@ -284,27 +286,131 @@ impl Masker {
 
     /// Masks one string; counts it (if changed) and its matches by detector in `tally`.
     fn mask_string(&self, s: &mut String, tally: &mut Tally) -> bool {
-        let mut changed = false;
+        match self.masked(s, tally) {
+            Some(m) => {
+                *s = m;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The masked copy of `s`, or `None` when nothing in it is masked (no allocation then);
+    /// counts it (if changed) and its matches by detector in `tally`.
+    fn masked(&self, s: &str, tally: &mut Tally) -> Option<String> {
         let mut hits = Vec::new();
         self.detectors.find(s.as_bytes(), &mut hits);
-        if !hits.is_empty()
-            && let Some(masked) = self.apply(s, &hits, tally)
-        {
-            *s = masked;
-            changed = true;
-        }
+        let mut out = if hits.is_empty() {
+            None
+        } else {
+            self.apply(s, &hits, tally)
+        };
         let count = self.patterns.len();
         for (i, pattern) in self.patterns.iter().enumerate() {
-            if let Some((replaced, n)) = pattern.replace(s) {
+            let current = out.as_deref().unwrap_or(s);
+            if let Some((replaced, n)) = pattern.replace(current) {
                 tally.add_extra(i, count, n);
-                if replaced != *s {
-                    *s = replaced;
-                    changed = true;
+                if replaced != current {
+                    out = Some(replaced);
                 }
             }
         }
-        tally.values += u64::from(changed);
-        changed
+        tally.values += u64::from(out.is_some());
+        out
+    }
+
+    /// Masks an OTLP traces request in place of the batch ABI: what [`Self::mask_span_batch`]
+    /// masks, recorded as `edits`; returns how many strings changed.
+    pub fn mask_traces(&self, traces: Traces<'_>, edits: &mut Edits) -> u64 {
+        let mut tally = Tally::default();
+        self.mask_traces_into(traces, edits, &mut tally);
+        tally.values
+    }
+
+    /// Masks an OTLP logs request: what [`Self::mask_log_batch`] masks, recorded as `edits`;
+    /// returns how many strings changed.
+    pub fn mask_logs(&self, logs: Logs<'_>, edits: &mut Edits) -> u64 {
+        let mut tally = Tally::default();
+        self.mask_logs_into(logs, edits, &mut tally);
+        tally.values
+    }
+
+    fn mask_traces_into(&self, traces: Traces<'_>, edits: &mut Edits, tally: &mut Tally) {
+        for rs in traces.resource_spans() {
+            self.mask_view_attributes(&rs.resource(), edits, tally);
+            for ss in rs.scope_spans() {
+                self.mask_view_attributes(&ss.scope(), edits, tally);
+                for span in ss.spans() {
+                    self.mask_view_attributes(&span, edits, tally);
+                    for event in span.events() {
+                        self.mask_view_attributes(&event, edits, tally);
+                    }
+                    for link in span.links() {
+                        self.mask_view_attributes(&link, edits, tally);
+                    }
+                    if let Some(m) = self.masked(span.status_message(), tally) {
+                        edits.set_status(&span, span.status_code(), &m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn mask_logs_into(&self, logs: Logs<'_>, edits: &mut Edits, tally: &mut Tally) {
+        for rl in logs.resource_logs() {
+            self.mask_view_attributes(&rl.resource(), edits, tally);
+            for sl in rl.scope_logs() {
+                self.mask_view_attributes(&sl.scope(), edits, tally);
+                for record in sl.log_records() {
+                    if let Some(body) = record.body()
+                        && let Some(masked) = self.masked_view_value(body, tally)
+                    {
+                        edits.set_body(&record, masked);
+                    }
+                    self.mask_view_attributes(&record, edits, tally);
+                }
+            }
+        }
+    }
+
+    fn mask_view_attributes<'a>(
+        &self,
+        owner: &impl HasAttributes<'a>,
+        edits: &mut Edits,
+        tally: &mut Tally,
+    ) {
+        for kv in owner.attributes() {
+            if let Some(masked) = self.masked_view_value(kv.value(), tally) {
+                edits.set_value(&kv, masked);
+            }
+        }
+    }
+
+    /// The masked copy of a value, or `None` when nothing in it changes. Strings are read in
+    /// place; only a nested value with PII in it is copied out.
+    fn masked_view_value(&self, value: view::Value<'_>, tally: &mut Tally) -> Option<AnyValue> {
+        match value.get() {
+            ValueRef::Str(s) => self.masked(s, tally).map(AnyValue::Str),
+            ValueRef::Array(_) | ValueRef::KvList(_) => {
+                let mut owned = AnyValue::from(value);
+                self.mask_any(&mut owned, tally).then_some(owned)
+            }
+            _ => None,
+        }
+    }
+
+    /// Masks every string of an owned value; returns whether any changed.
+    fn mask_any(&self, value: &mut AnyValue, tally: &mut Tally) -> bool {
+        match value {
+            AnyValue::Str(s) => self.mask_string(s, tally),
+            AnyValue::Array(items) => items
+                .iter_mut()
+                .fold(false, |acc, v| self.mask_any(v, tally) | acc),
+            AnyValue::KvList(entries) => entries
+                .iter_mut()
+                .fold(false, |acc, (_, v)| self.mask_any(v, tally) | acc),
+            _ => false,
+        }
     }
 
     /// Builds the masked copy of `s` from the detectors' `hits` (ordered, not overlapping), or
@@ -412,20 +518,20 @@ impl Plugin for PiiMask {
 }
 
 impl SpanProcessor for PiiMask {
-    fn process_spans(&mut self, mut batch: SpanBatch) -> Result<SpanBatch, Error> {
+    fn process_spans(&mut self, traces: Traces<'_>, edits: &mut Edits) -> Result<(), Error> {
         let mut tally = Tally::default();
-        self.masker.mask_span_batch_into(&mut batch, &mut tally);
+        self.masker.mask_traces_into(traces, edits, &mut tally);
         self.masker.report(&tally);
-        Ok(batch)
+        Ok(())
     }
 }
 
 impl LogTransform for PiiMask {
-    fn process_logs(&mut self, mut batch: LogBatch) -> Result<LogBatch, Error> {
+    fn process_logs(&mut self, logs: Logs<'_>, edits: &mut Edits) -> Result<(), Error> {
         let mut tally = Tally::default();
-        self.masker.mask_log_batch_into(&mut batch, &mut tally);
+        self.masker.mask_logs_into(logs, edits, &mut tally);
         self.masker.report(&tally);
-        Ok(batch)
+        Ok(())
     }
 }
 

@@ -423,7 +423,19 @@ fn span_batch_attributes_events_links_and_status_are_masked_but_not_keys_or_name
         spans: vec![s],
     };
 
+    // The batch ABI's path (views and edits over the encoded request) masks the same.
+    let request = weft_guest::records::encode_span_batches(std::slice::from_ref(&batch));
+    let mut edits = Edits::new();
+    assert_eq!(masker.mask_traces(Traces::new(&request), &mut edits), 7);
+    let out = edits
+        .apply(&request, weft_guest::wire_kind::TracesData)
+        .expect("changed");
+
     assert_eq!(masker.mask_span_batch(&mut batch), 7);
+    assert_eq!(
+        weft_guest::records::span_batches(Traces::new(&out)),
+        vec![batch.clone()]
+    );
 
     assert_eq!(batch.resource.attributes[0], kv("service.name", "checkout"));
     assert_eq!(
@@ -495,7 +507,18 @@ fn nested_log_bodies_and_attributes_are_masked_but_not_map_keys() {
         ],
     };
 
+    let request = weft_guest::records::encode_log_batches(std::slice::from_ref(&batch));
+    let mut edits = Edits::new();
+    assert_eq!(masker.mask_logs(Logs::new(&request), &mut edits), 4);
+    let out = edits
+        .apply(&request, weft_guest::wire_kind::LogsData)
+        .expect("changed");
+
     assert_eq!(masker.mask_log_batch(&mut batch), 4);
+    assert_eq!(
+        weft_guest::records::log_batches(Logs::new(&out)),
+        vec![batch.clone()]
+    );
 
     let body = batch.records[0].body.clone().map(AnyValue::from);
     assert_eq!(

@@ -10,7 +10,10 @@
 //! functions are pure and public so other plugins (and tests) can use them without a host.
 
 use serde::Deserialize;
-use weft_guest::{AttributesExt, Config, Error, LogBatch, LogRecord, LogTransform, Plugin, Value};
+use weft_guest::view::{Logs, ValueRef};
+use weft_guest::{
+    AttributesExt, Config, Edits, Error, LogRecord, LogTransform, Plugin, Value, records,
+};
 
 /// The attribute that receives the original line when `keep_original` is on.
 pub const ORIGINAL_ATTRIBUTE: &str = "log.original";
@@ -594,6 +597,27 @@ impl Parser {
         record.body = Some(Value::Str(line.message.to_string()));
     }
 
+    /// Parses the records of an OTLP logs request on the batch ABI: only records with a string
+    /// body are copied out (as owned [`LogRecord`]s), parsed, and replaced when a format
+    /// matched; every other record is left as it is in the request.
+    pub fn parse_logs(&self, logs: Logs<'_>, edits: &mut Edits) -> Tally {
+        let mut tally = Tally::default();
+        for (_, view) in logs.records() {
+            if !matches!(view.body().map(|b| b.get()), Some(ValueRef::Str(_))) {
+                tally.unparsed += 1;
+                continue;
+            }
+            let mut record = records::log_record(view);
+            if self.parse_record(&mut record).is_some() {
+                tally.parsed += 1;
+                records::replace_log_record(edits, &view, &record);
+            } else {
+                tally.unparsed += 1;
+            }
+        }
+        tally
+    }
+
     /// Parses every record of a list; returns the counts.
     pub fn parse_records(&self, records: &mut [LogRecord]) -> Tally {
         let mut tally = Tally::default();
@@ -623,10 +647,9 @@ impl Plugin for ProtocolParse {
 }
 
 impl LogTransform for ProtocolParse {
-    fn process_logs(&mut self, mut batch: LogBatch) -> Result<LogBatch, Error> {
-        let tally = self.parser.parse_records(&mut batch.records);
-        record_metrics(tally);
-        Ok(batch)
+    fn process_logs(&mut self, logs: Logs<'_>, edits: &mut Edits) -> Result<(), Error> {
+        record_metrics(self.parser.parse_logs(logs, edits));
+        Ok(())
     }
 }
 

@@ -22,8 +22,10 @@
 //! [`update_trace_state`], ...) do the math and are shared with other samplers.
 
 use serde::Deserialize;
+use weft_guest::view::Traces;
 use weft_guest::{
-    AttributesExt, Config, Error, Plugin, Span, SpanBatch, SpanProcessor, StatusCode, TraceId,
+    AttributesExt, Config, Edits, Error, HasAttributes, Plugin, Span, SpanProcessor, StatusCode,
+    TraceId,
 };
 
 use weft_consistent_sampling as consistent;
@@ -192,41 +194,108 @@ impl Sampler {
     /// The threshold that applies to `span`: that of the longest route prefix matching its
     /// route attribute, else the default.
     pub fn threshold_for(&self, span: &Span) -> u64 {
-        let path = ROUTE_ATTRIBUTES
-            .iter()
-            .find_map(|key| span.attributes.get_str(key));
-        path.and_then(|path| self.routes.iter().find(|r| path.starts_with(&r.prefix)))
+        self.threshold_for_route(
+            ROUTE_ATTRIBUTES
+                .iter()
+                .find_map(|key| span.attributes.get_str(key)),
+        )
+    }
+
+    /// The threshold for a span whose route attribute is `route`.
+    pub fn threshold_for_route(&self, route: Option<&str>) -> u64 {
+        route
+            .and_then(|path| self.routes.iter().find(|r| path.starts_with(&r.prefix)))
             .map_or(self.default_threshold, |r| r.threshold)
     }
 
     /// Decides on one span and, when it is kept by probability below 100 %, records the
     /// threshold in its trace state.
     pub fn sample_span(&self, span: &mut Span) -> Decision {
+        let route = ROUTE_ATTRIBUTES
+            .iter()
+            .find_map(|key| span.attributes.get_str(key));
+        let (decision, trace_state) = self.decide(
+            span.status.code == StatusCode::Error,
+            route,
+            &span.trace_id,
+            &span.trace_state,
+        );
+        if let Some(ts) = trace_state {
+            span.trace_state = ts;
+        }
+        decision
+    }
+
+    /// The decision on a span from what it is read from (its status, route attribute, trace id
+    /// and trace state), and its new trace state if that changes.
+    pub fn decide(
+        &self,
+        is_error: bool,
+        route: Option<&str>,
+        trace_id: &TraceId,
+        trace_state: &str,
+    ) -> (Decision, Option<String>) {
         // With `keep_errors`, error spans are sampled at 100 % by this stage, whatever their
         // randomness: the incoming threshold still describes them, so their trace state is left
         // alone (recording `th` would make back ends count each kept error 1/p times).
-        if self.keep_errors && span.status.code == StatusCode::Error {
-            return Decision::KeptError;
+        if self.keep_errors && is_error {
+            return (Decision::KeptError, None);
         }
-        let t = self.threshold_for(span);
-        let r = span_randomness(&span.trace_id, &span.trace_state);
+        let t = self.threshold_for_route(route);
+        let r = span_randomness(trace_id, trace_state);
         if r < t {
-            return Decision::Dropped;
+            return (Decision::Dropped, None);
         }
         if t > 0 {
-            let incoming = ot_subkey(&span.trace_state, "th").and_then(parse_threshold);
+            let incoming = ot_subkey(trace_state, "th").and_then(parse_threshold);
             let outgoing = match incoming {
                 // An upstream stage was more selective: its threshold still holds.
-                Some(t_in) if t_in > t && r >= t_in => return Decision::Kept,
+                Some(t_in) if t_in > t && r >= t_in => return (Decision::Kept, None),
                 // `R < th`: the span could not have passed upstream; the specification asks to
                 // erase a threshold that is apparently inconsistent.
                 Some(t_in) if t_in > t => None,
-                Some(t_in) if t_in == t => return Decision::Kept,
+                Some(t_in) if t_in == t => return (Decision::Kept, None),
                 _ => Some(t),
             };
-            span.trace_state = update_trace_state(&span.trace_state, outgoing);
+            return (
+                Decision::Kept,
+                Some(update_trace_state(trace_state, outgoing)),
+            );
         }
-        Decision::Kept
+        (Decision::Kept, None)
+    }
+
+    /// Samples the spans of an OTLP traces request on the batch ABI: reads each span's ids,
+    /// status, trace state and route attribute, drops or keeps it, and records new trace
+    /// states in `edits`. No other field is read.
+    pub fn sample_traces(&self, traces: Traces<'_>, edits: &mut Edits) -> Tally {
+        let mut tally = Tally::default();
+        for (_, span) in traces.spans() {
+            let route = ROUTE_ATTRIBUTES
+                .iter()
+                .find_map(|key| span.attribute(key).and_then(|v| v.as_str()));
+            let id = u128::from_be_bytes(span.trace_id());
+            let trace_id = TraceId {
+                hi: (id >> 64) as u64,
+                lo: id as u64,
+            };
+            let (decision, trace_state) = self.decide(
+                span.status_code() == 2,
+                route,
+                &trace_id,
+                span.trace_state(),
+            );
+            if !decision.is_kept() {
+                tally.dropped += 1;
+                edits.drop(&span);
+                continue;
+            }
+            tally.kept += 1;
+            if let Some(ts) = trace_state {
+                edits.set_trace_state(&span, &ts);
+            }
+        }
+        tally
     }
 
     /// Samples a list of spans: returns the kept ones, in order, and the counts.
@@ -263,12 +332,9 @@ impl Plugin for SamplerPlugin {
 }
 
 impl SpanProcessor for SamplerPlugin {
-    fn process_spans(&mut self, mut batch: SpanBatch) -> Result<SpanBatch, Error> {
-        let spans = std::mem::take(&mut batch.spans);
-        let (kept, tally) = self.sampler.sample_spans(spans);
-        batch.spans = kept;
-        record_metrics(tally);
-        Ok(batch)
+    fn process_spans(&mut self, traces: Traces<'_>, edits: &mut Edits) -> Result<(), Error> {
+        record_metrics(self.sampler.sample_traces(traces, edits));
+        Ok(())
     }
 }
 

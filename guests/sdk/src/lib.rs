@@ -4,7 +4,7 @@
 //! or both of [`SpanProcessor`] and [`LogTransform`]; one macro exports it:
 //!
 //! ```ignore
-//! use weft_guest::{Config, Error, Plugin, SpanBatch, SpanProcessor, AttributesExt};
+//! use weft_guest::{Config, Edits, Error, HasAttributes, Plugin, SpanProcessor, view::Traces};
 //!
 //! struct Tagger { value: String }
 //!
@@ -15,11 +15,11 @@
 //! }
 //!
 //! impl SpanProcessor for Tagger {
-//!     fn process_spans(&mut self, mut batch: SpanBatch) -> Result<SpanBatch, Error> {
-//!         for span in &mut batch.spans {
-//!             span.attributes.set("tagged.by", self.value.as_str());
+//!     fn process_spans(&mut self, traces: Traces<'_>, edits: &mut Edits) -> Result<(), Error> {
+//!         for (_, span) in traces.spans() {
+//!             edits.set_attribute(&span, "tagged.by", self.value.as_str());
 //!         }
-//!         Ok(batch)
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -29,14 +29,34 @@
 //! Build with `cargo build --target wasm32-wasip2`: the output is a component for the world
 //! `weft:plugin/span-processor` (or `log-transform`, or `otlp-processor` for both).
 //!
+//! **The batch ABI.** A whole OTLP request crosses into the plugin as its protobuf bytes, one
+//! buffer. [`view`] reads it in place: `traces.spans()`, `span.name()`, `span.attribute("k")`
+//! are `&str`s and ints read from the bytes when asked, so a plugin pays only for what it
+//! reads. [`Edits`] records what changes (drop a span or record, set / remove an attribute,
+//! replace a value or a body, rename, set a status); the SDK then writes the new request in one
+//! pass that copies everything untouched as byte ranges, and when nothing changed, nothing
+//! crosses back at all. A plugin that wants owned values instead decodes the request with
+//! [`records::span_batches`], changes the [`SpanBatch`]es and returns
+//! `edits.replace_all(records::encode_span_batches(&batches))`.
+//!
+//! **Typed records.** The `typed-*` worlds pass each (resource, scope) batch as WIT records
+//! (what componentize-py and componentize-js guests get from the WIT alone); in Rust, implement
+//! [`TypedSpanProcessor`] / [`TypedLogTransform`] and export with
+//! [`export_typed_span_processor!`] and friends. Every string and list costs a host call there:
+//! the batch ABI is the fast one.
+//!
 //! The export macros run `wit_bindgen::generate!` in the plugin's crate with
 //! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
 //! A plugin elsewhere names the WIT directory, relative to its crate:
 //! `weft_guest::export_span_processor!(Tagger, wit: "../../../wit");`.
 
 pub mod http;
+pub mod records;
 pub mod store;
 mod value;
+
+pub use weft_otlp_wire::view::{self, HasAttributes, ValueRef};
+pub use weft_otlp_wire::{self as wire, Edits, Kind as wire_kind, ResourceGroup};
 
 pub use http::{Action, HttpFilter, LocalResponse};
 pub use value::{AnyValue, AttributesExt};
@@ -52,13 +72,13 @@ pub mod bindings {
         inline: "
             package weft:sdk;
             world sdk {
-                import weft:plugin/types@0.1.0;
-                import weft:plugin/log@0.1.0;
-                import weft:plugin/config@0.1.0;
-                import weft:plugin/metrics@0.1.0;
-                import weft:plugin/keyvalue@0.1.0;
-                import weft:plugin/clock@0.1.0;
-                import weft:plugin/http@0.1.0;
+                import weft:plugin/types@0.2.0;
+                import weft:plugin/log@0.2.0;
+                import weft:plugin/config@0.2.0;
+                import weft:plugin/metrics@0.2.0;
+                import weft:plugin/keyvalue@0.2.0;
+                import weft:plugin/clock@0.2.0;
+                import weft:plugin/http@0.2.0;
             }
         ",
         path: "../../wit",
@@ -68,9 +88,12 @@ pub mod bindings {
     });
 }
 
+#[doc(hidden)]
+pub use weft_otlp_wire::Kind as __Kind;
+
 pub use bindings::weft::plugin::types::{
-    Error, Event, KeyValue, Link, LogBatch, LogRecord, Resource, Scope, Span, SpanBatch, SpanKind,
-    Status, StatusCode, TraceId, Value, ValueNode, ValueTree,
+    Error, Event, KeyValue, Link, LogBatch, LogRecord, Outcome, Resource, Scope, Span, SpanBatch,
+    SpanKind, Status, StatusCode, TraceId, Value, ValueNode, ValueTree,
 };
 pub use bindings::weft::plugin::{clock, keyvalue, log as host_log, metrics};
 
@@ -87,17 +110,42 @@ pub trait Plugin: Sized + 'static {
     fn new(config: &Config) -> Result<Self, Error>;
 }
 
-/// A plugin for the `span-processor` world.
+/// A plugin for the `span-processor` world (the batch ABI).
 pub trait SpanProcessor: Plugin {
+    /// Processes one OTLP traces request: read it through `traces`, record changes in `edits`
+    /// (none: the request passes on as it came). Called for one request at a time; `&mut self`
+    /// is this instance's state.
+    fn process_spans(&mut self, traces: view::Traces<'_>, edits: &mut Edits) -> Result<(), Error>;
+}
+
+/// A plugin for the `log-transform` world (the batch ABI).
+pub trait LogTransform: Plugin {
+    /// Processes one OTLP logs request; see [`SpanProcessor::process_spans`].
+    fn process_logs(&mut self, logs: view::Logs<'_>, edits: &mut Edits) -> Result<(), Error>;
+}
+
+/// A plugin for the `typed-span-processor` world: batches as WIT records.
+pub trait TypedSpanProcessor: Plugin {
     /// Processes one batch of spans sharing a resource and scope; returns the spans to keep.
-    /// Called for one batch at a time; `&mut self` is this instance's state.
     fn process_spans(&mut self, batch: SpanBatch) -> Result<SpanBatch, Error>;
 }
 
-/// A plugin for the `log-transform` world.
-pub trait LogTransform: Plugin {
-    /// Processes one batch of log records sharing a resource and scope; returns the records to keep.
+/// A plugin for the `typed-log-transform` world: batches as WIT records.
+pub trait TypedLogTransform: Plugin {
+    /// Processes one batch of log records sharing a resource and scope; returns those to keep.
     fn process_logs(&mut self, batch: LogBatch) -> Result<LogBatch, Error>;
+}
+
+/// Runs a batch-ABI processor over `request` and makes the WIT outcome of its edits.
+#[doc(hidden)]
+pub fn __outcome(
+    request: &[u8],
+    kind: weft_otlp_wire::Kind,
+    f: impl FnOnce(&mut Edits) -> Result<(), Error>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut edits = Edits::new();
+    f(&mut edits)?;
+    Ok(edits.into_output(request, kind))
 }
 
 /// The plugin's configuration: the JSON object the operator gave (`{}` when none).
@@ -219,12 +267,12 @@ macro_rules! __weft_bindings {
             path: $wit,
             runtime_path: "::weft_guest::__wit_bindgen::rt",
             with: {
-                "weft:plugin/types@0.1.0": ::weft_guest::bindings::weft::plugin::types,
-                "weft:plugin/log@0.1.0": ::weft_guest::bindings::weft::plugin::log,
-                "weft:plugin/config@0.1.0": ::weft_guest::bindings::weft::plugin::config,
-                "weft:plugin/metrics@0.1.0": ::weft_guest::bindings::weft::plugin::metrics,
-                "weft:plugin/keyvalue@0.1.0": ::weft_guest::bindings::weft::plugin::keyvalue,
-                "weft:plugin/clock@0.1.0": ::weft_guest::bindings::weft::plugin::clock,
+                "weft:plugin/types@0.2.0": ::weft_guest::bindings::weft::plugin::types,
+                "weft:plugin/log@0.2.0": ::weft_guest::bindings::weft::plugin::log,
+                "weft:plugin/config@0.2.0": ::weft_guest::bindings::weft::plugin::config,
+                "weft:plugin/metrics@0.2.0": ::weft_guest::bindings::weft::plugin::metrics,
+                "weft:plugin/keyvalue@0.2.0": ::weft_guest::bindings::weft::plugin::keyvalue,
+                "weft:plugin/clock@0.2.0": ::weft_guest::bindings::weft::plugin::clock,
                 $($iface: $path,)*
             },
             generate_all,
@@ -270,7 +318,55 @@ macro_rules! __weft_lifecycle {
     };
 }
 
-/// Implements the `spans` export for `$ty`, a [`SpanProcessor`].
+/// Implements the `otlp-traces` export for `$ty`, a [`SpanProcessor`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_otlp_traces {
+    ($ty:ident) => {
+        impl __weft_bindings::exports::weft::plugin::otlp_traces::Guest for $ty {
+            fn process_traces(
+                request: ::std::vec::Vec<u8>,
+            ) -> Result<$crate::Outcome, $crate::Error> {
+                $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                    let out = $crate::__outcome(&request, $crate::__Kind::TracesData, |e| {
+                        <$ty as $crate::SpanProcessor>::process_spans(
+                            p,
+                            $crate::view::Traces::new(&request),
+                            e,
+                        )
+                    })?;
+                    Ok(out.map_or($crate::Outcome::Unchanged, $crate::Outcome::Replaced))
+                })
+            }
+        }
+    };
+}
+
+/// Implements the `otlp-logs` export for `$ty`, a [`LogTransform`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weft_otlp_logs {
+    ($ty:ident) => {
+        impl __weft_bindings::exports::weft::plugin::otlp_logs::Guest for $ty {
+            fn process_logs(
+                request: ::std::vec::Vec<u8>,
+            ) -> Result<$crate::Outcome, $crate::Error> {
+                $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
+                    let out = $crate::__outcome(&request, $crate::__Kind::LogsData, |e| {
+                        <$ty as $crate::LogTransform>::process_logs(
+                            p,
+                            $crate::view::Logs::new(&request),
+                            e,
+                        )
+                    })?;
+                    Ok(out.map_or($crate::Outcome::Unchanged, $crate::Outcome::Replaced))
+                })
+            }
+        }
+    };
+}
+
+/// Implements the `spans` export for `$ty`, a [`TypedSpanProcessor`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weft_spans {
@@ -278,14 +374,14 @@ macro_rules! __weft_spans {
         impl __weft_bindings::exports::weft::plugin::spans::Guest for $ty {
             fn process_spans(batch: $crate::SpanBatch) -> Result<$crate::SpanBatch, $crate::Error> {
                 $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                    <$ty as $crate::SpanProcessor>::process_spans(p, batch)
+                    <$ty as $crate::TypedSpanProcessor>::process_spans(p, batch)
                 })
             }
         }
     };
 }
 
-/// Implements the `logs` export for `$ty`, a [`LogTransform`].
+/// Implements the `logs` export for `$ty`, a [`TypedLogTransform`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weft_logs {
@@ -293,7 +389,7 @@ macro_rules! __weft_logs {
         impl __weft_bindings::exports::weft::plugin::logs::Guest for $ty {
             fn process_logs(batch: $crate::LogBatch) -> Result<$crate::LogBatch, $crate::Error> {
                 $crate::__with_plugin(&__WEFT_PLUGIN, |p| {
-                    <$ty as $crate::LogTransform>::process_logs(p, batch)
+                    <$ty as $crate::TypedLogTransform>::process_logs(p, batch)
                 })
             }
         }
@@ -312,8 +408,8 @@ macro_rules! export_span_processor {
     ($ty:ident $(, wit: $wit:literal)?) => {
         $crate::__weft_export!(
             $ty,
-            ([$($wit)?], "weft:plugin/span-processor@0.1.0"),
-            $crate::__weft_spans!($ty);
+            ([$($wit)?], "weft:plugin/span-processor@0.2.0"),
+            $crate::__weft_otlp_traces!($ty);
         );
     };
 }
@@ -324,8 +420,8 @@ macro_rules! export_log_transform {
     ($ty:ident $(, wit: $wit:literal)?) => {
         $crate::__weft_export!(
             $ty,
-            ([$($wit)?], "weft:plugin/log-transform@0.1.0"),
-            $crate::__weft_logs!($ty);
+            ([$($wit)?], "weft:plugin/log-transform@0.2.0"),
+            $crate::__weft_otlp_logs!($ty);
         );
     };
 }
@@ -337,7 +433,47 @@ macro_rules! export_otlp_processor {
     ($ty:ident $(, wit: $wit:literal)?) => {
         $crate::__weft_export!(
             $ty,
-            ([$($wit)?], "weft:plugin/otlp-processor@0.1.0"),
+            ([$($wit)?], "weft:plugin/otlp-processor@0.2.0"),
+            $crate::__weft_otlp_traces!($ty);
+            $crate::__weft_otlp_logs!($ty);
+        );
+    };
+}
+
+/// Exports `$ty` (a [`TypedSpanProcessor`]) as a component of the world
+/// `weft:plugin/typed-span-processor`.
+#[macro_export]
+macro_rules! export_typed_span_processor {
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/typed-span-processor@0.2.0"),
+            $crate::__weft_spans!($ty);
+        );
+    };
+}
+
+/// Exports `$ty` (a [`TypedLogTransform`]) as a component of the world
+/// `weft:plugin/typed-log-transform`.
+#[macro_export]
+macro_rules! export_typed_log_transform {
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/typed-log-transform@0.2.0"),
+            $crate::__weft_logs!($ty);
+        );
+    };
+}
+
+/// Exports `$ty` (both typed traits) as a component of the world
+/// `weft:plugin/typed-otlp-processor`.
+#[macro_export]
+macro_rules! export_typed_otlp_processor {
+    ($ty:ident $(, wit: $wit:literal)?) => {
+        $crate::__weft_export!(
+            $ty,
+            ([$($wit)?], "weft:plugin/typed-otlp-processor@0.2.0"),
             $crate::__weft_spans!($ty);
             $crate::__weft_logs!($ty);
         );
@@ -353,8 +489,8 @@ macro_rules! export_http_filter {
             $ty,
             (
                 [$($wit)?],
-                "weft:plugin/http-filter@0.1.0",
-                "weft:plugin/http@0.1.0" => ::weft_guest::bindings::weft::plugin::http
+                "weft:plugin/http-filter@0.2.0",
+                "weft:plugin/http@0.2.0" => ::weft_guest::bindings::weft::plugin::http
             ),
             $crate::__weft_filter!($ty);
         );

@@ -2,27 +2,10 @@
 
 use crate::{KeyValue, Value, ValueNode, ValueTree};
 
-/// An OTLP `AnyValue` as an ordinary recursive Rust enum: convert a [`Value`] with
-/// `AnyValue::from` to walk or build nested arrays and maps, and back with `Value::from`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnyValue {
-    /// No value.
-    Empty,
-    /// A string.
-    Str(String),
-    /// A boolean.
-    Bool(bool),
-    /// A 64-bit integer.
-    Int(i64),
-    /// A double.
-    Double(f64),
-    /// Raw bytes.
-    Bytes(Vec<u8>),
-    /// An array of values.
-    Array(Vec<AnyValue>),
-    /// A list of key-value pairs (keys may repeat, order is kept).
-    KvList(Vec<(String, AnyValue)>),
-}
+/// An OTLP `AnyValue` as an ordinary recursive Rust enum (from `weft-otlp-wire`): convert a
+/// WIT [`Value`] with `AnyValue::from` to walk or build nested arrays and maps, and back with
+/// `Value::from`; the batch ABI's edits take it too.
+pub use weft_otlp_wire::AnyValue;
 
 impl From<Value> for AnyValue {
     fn from(v: Value) -> Self {

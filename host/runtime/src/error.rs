@@ -36,7 +36,7 @@ pub enum LoadError {
     WrongWorld {
         /// The file name or a description of the bytes.
         what: String,
-        /// What was needed, e.g. `weft:plugin/spans@0.1.0`.
+        /// What was needed, e.g. `weft:plugin/spans@0.2.0`.
         expected: String,
         /// What the component exports.
         found: String,

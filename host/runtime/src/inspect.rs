@@ -13,9 +13,12 @@ pub struct Inspection {
     pub size: usize,
     /// SHA-256, hex.
     pub sha256: String,
-    /// The weft world it targets (`span-processor`, `log-transform`, `otlp-processor`,
-    /// `http-filter`), or `none`.
+    /// The weft world it targets (`span-processor`, `log-transform`, `otlp-processor`, their
+    /// `typed-` forms, `http-filter`), or `none`.
     pub world: String,
+    /// How OTLP requests cross into it: `batch` (protobuf bytes), `typed` (WIT records), or
+    /// `-` for other worlds.
+    pub abi: String,
     /// Versions of the `weft:plugin` package it uses (from its import and export names).
     pub weft_versions: Vec<String>,
     /// Top-level imports (instance names).
@@ -25,6 +28,11 @@ pub struct Inspection {
     /// The cached compiled artifact, if one exists (checked before compiling).
     pub cached_artifact: Option<String>,
 }
+
+/// The batch ABI's name in reports.
+const BATCH: &str = "batch (OTLP protobuf bytes, one buffer each way)";
+/// The typed ABI's name in reports.
+const TYPED: &str = "typed (WIT records per resource and scope)";
 
 /// Inspects `bytes` (compiling them, which fills the cache for the next load).
 pub fn inspect(engine: &WeftEngine, what: &str, bytes: &[u8]) -> Result<Inspection, LoadError> {
@@ -43,16 +51,20 @@ pub fn inspect(engine: &WeftEngine, what: &str, bytes: &[u8]) -> Result<Inspecti
         .exports(engine.engine())
         .map(|(n, _)| n.to_string())
         .collect();
-    let spans = exports.iter().any(|e| e == names::SPANS);
-    let logs = exports.iter().any(|e| e == names::LOGS);
-    let lifecycle = exports.iter().any(|e| e == names::LIFECYCLE);
-    let filter = exports.iter().any(|e| e == names::FILTER);
-    let world = match (lifecycle, spans, logs) {
-        (true, true, true) => "otlp-processor",
-        (true, true, false) => "span-processor",
-        (true, false, true) => "log-transform",
-        (true, false, false) if filter => "http-filter",
-        _ => "none (not a weft plugin)",
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    let lifecycle = has(names::LIFECYCLE);
+    let batch = (has(names::OTLP_TRACES), has(names::OTLP_LOGS));
+    let typed = (has(names::SPANS), has(names::LOGS));
+    let (world, abi) = match (lifecycle, batch, typed) {
+        (false, ..) => ("none (not a weft plugin)", "-"),
+        (true, (true, true), _) => ("otlp-processor", BATCH),
+        (true, (true, false), _) => ("span-processor", BATCH),
+        (true, (false, true), _) => ("log-transform", BATCH),
+        (true, _, (true, true)) => ("typed-otlp-processor", TYPED),
+        (true, _, (true, false)) => ("typed-span-processor", TYPED),
+        (true, _, (false, true)) => ("typed-log-transform", TYPED),
+        _ if has(names::FILTER) => ("http-filter", "-"),
+        _ => ("none (not a weft plugin)", "-"),
     };
     let mut weft_versions: Vec<String> = imports
         .iter()
@@ -66,6 +78,7 @@ pub fn inspect(engine: &WeftEngine, what: &str, bytes: &[u8]) -> Result<Inspecti
         size: bytes.len(),
         sha256: digest(bytes),
         world: world.to_string(),
+        abi: abi.to_string(),
         weft_versions,
         imports,
         exports,
@@ -81,6 +94,7 @@ impl Inspection {
         let _ = writeln!(s, "size:      {} bytes", self.size);
         let _ = writeln!(s, "sha256:    {}", self.sha256);
         let _ = writeln!(s, "world:     {}", self.world);
+        let _ = writeln!(s, "abi:       {}", self.abi);
         let _ = writeln!(
             s,
             "package:   weft:plugin@{}",

@@ -34,9 +34,9 @@ pub use engine::{EngineSettings, WeftEngine};
 pub use error::{CallError, ConvertError, LoadError, TrapKind};
 pub use metrics::{MetricsRegistry, PluginMetrics};
 pub use plugin::{
-    BatchReport, Capabilities, FailPolicy, InstanceReuse, Instances, MakeExt, Plugin, PluginHost,
-    PluginSettings, ProcessError, Warm, Worlds,
+    Abi, BatchReport, Capabilities, FailPolicy, InstanceReuse, Instances, MakeExt, Plugin,
+    PluginHost, PluginSettings, ProcessError, Warm, Worlds,
 };
 pub use signal::{OtlpData, OtlpRequest, Signal, SignalRequest};
-pub use weft_otlp_wire::{self as wire, WireError};
 pub use state::{HostState, MemoryLimiter, PluginShared};
+pub use weft_otlp_wire::{self as wire, WireError};

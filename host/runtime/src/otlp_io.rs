@@ -1,7 +1,6 @@
 //! Reading and writing OTLP payloads in files: protobuf, or JSON as the Collector's file
 //! exporter writes it (camelCase field names, hex ids, one request per line or one document).
 
-
 pub use crate::signal::OtlpData;
 use crate::signal::{OtlpRequest, Signal};
 

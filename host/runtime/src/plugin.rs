@@ -14,14 +14,16 @@ use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::bindings::batch::{otlp_logs, otlp_traces};
 use crate::bindings::{
-    self, GuestError, LogBatch, OtlpProcessor, SpanBatch, lifecycle, logs, names, spans,
+    self, GuestError, LogBatch, Outcome, SpanBatch, TypedOtlpProcessor, lifecycle, logs, names,
+    spans,
 };
 use crate::engine::{EPOCH_TICK, WeftEngine};
 use crate::error::{CallError, ConvertError, LoadError, TrapKind};
 use crate::kv::KvStore;
 use crate::metrics::{MetricsRegistry, PluginMetrics};
-use crate::signal::{OtlpData, OtlpRequest, SignalRequest};
+use crate::signal::{OtlpData, OtlpRequest, Signal, SignalRequest};
 use crate::state::{HostState, PluginShared, stdio};
 
 /// What to do with a batch (or, for an HTTP filter, a stream) when the plugin fails on it
@@ -111,23 +113,48 @@ impl PluginSettings {
     }
 }
 
-/// Which processing interfaces a component exports.
+/// How a plugin's requests cross the component boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// The batch ABI (`otlp-traces`, `otlp-logs`): a whole request as its protobuf bytes.
+    Batch,
+    /// Typed records (`spans`, `logs`): each (resource, scope) batch as WIT records.
+    Typed,
+}
+
+impl Abi {
+    /// `batch` or `typed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abi::Batch => "batch (OTLP protobuf bytes)",
+            Abi::Typed => "typed records",
+        }
+    }
+}
+
+/// Which processing interfaces a component exports, and on which ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Worlds {
-    /// Exports `weft:plugin/spans` (world span-processor).
+    /// Processes spans.
     pub spans: bool,
-    /// Exports `weft:plugin/logs` (world log-transform).
+    /// Processes log records.
     pub logs: bool,
+    /// The ABI of its exports (one per component; a component exporting both kinds is run on
+    /// the batch ABI).
+    pub abi: Abi,
 }
 
 impl Worlds {
     /// The WIT world name this combination corresponds to.
     pub fn world_name(&self) -> &'static str {
-        match (self.spans, self.logs) {
-            (true, true) => "otlp-processor",
-            (true, false) => "span-processor",
-            (false, true) => "log-transform",
-            (false, false) => "none",
+        match (self.abi, self.spans, self.logs) {
+            (_, false, false) => "none",
+            (Abi::Batch, true, true) => "otlp-processor",
+            (Abi::Batch, true, false) => "span-processor",
+            (Abi::Batch, false, true) => "log-transform",
+            (Abi::Typed, true, true) => "typed-otlp-processor",
+            (Abi::Typed, true, false) => "typed-span-processor",
+            (Abi::Typed, false, true) => "typed-log-transform",
         }
     }
 }
@@ -166,7 +193,10 @@ impl PluginHost {
     /// clock) and WASI 0.2 with no ambient authority, for stores whose extension is `X`.
     fn base_linker<X: Send + 'static>(engine: &WeftEngine) -> anyhow::Result<Linker<HostState<X>>> {
         let mut linker = Linker::new(engine.engine());
-        OtlpProcessor::add_to_linker::<HostState<X>, HasSelf<HostState<X>>>(&mut linker, |s| s)?;
+        TypedOtlpProcessor::add_to_linker::<HostState<X>, HasSelf<HostState<X>>>(
+            &mut linker,
+            |s| s,
+        )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Ok(linker)
     }
@@ -214,24 +244,52 @@ impl PluginHost {
     ) -> Result<Plugin, LoadError> {
         let loaded = self.engine.load_component(what, bytes)?;
         let component = &loaded.component;
-        let exports = self.check_world(what, component, &[names::SPANS, names::LOGS], None)?;
-        let worlds = Worlds {
-            spans: exports.iter().any(|e| e == names::SPANS),
-            logs: exports.iter().any(|e| e == names::LOGS),
+        let exports = self.check_world(
+            what,
+            component,
+            &[
+                names::OTLP_TRACES,
+                names::OTLP_LOGS,
+                names::SPANS,
+                names::LOGS,
+            ],
+            None,
+        )?;
+        let has = |name: &str| exports.iter().any(|e| e == name);
+        let batch = has(names::OTLP_TRACES) || has(names::OTLP_LOGS);
+        let worlds = if batch {
+            Worlds {
+                spans: has(names::OTLP_TRACES),
+                logs: has(names::OTLP_LOGS),
+                abi: Abi::Batch,
+            }
+        } else {
+            Worlds {
+                spans: has(names::SPANS),
+                logs: has(names::LOGS),
+                abi: Abi::Typed,
+            }
         };
         let core = self.instances(what, component, settings, &self.linker, Arc::new(|| ()))?;
         let compile_err = |e: wasmtime::Error| LoadError::Compile {
             what: what.to_string(),
             message: format!("{e:#}"),
         };
-        let spans = worlds
-            .spans
+        let typed = worlds.abi == Abi::Typed;
+        let spans = (typed && worlds.spans)
             .then(|| spans::GuestIndices::new(&core.pre))
             .transpose()
             .map_err(compile_err)?;
-        let logs = worlds
-            .logs
+        let logs = (typed && worlds.logs)
             .then(|| logs::GuestIndices::new(&core.pre))
+            .transpose()
+            .map_err(compile_err)?;
+        let otlp_traces = (!typed && worlds.spans)
+            .then(|| otlp_traces::GuestIndices::new(&core.pre))
+            .transpose()
+            .map_err(compile_err)?;
+        let otlp_logs = (!typed && worlds.logs)
+            .then(|| otlp_logs::GuestIndices::new(&core.pre))
             .transpose()
             .map_err(compile_err)?;
         // Create the first instance now: this runs `init`, so a bad configuration fails the load.
@@ -241,6 +299,8 @@ impl PluginHost {
                 core,
                 spans,
                 logs,
+                otlp_traces,
+                otlp_logs,
                 worlds,
                 digest: loaded.digest,
                 cache_hit: loaded.cache_hit,
@@ -350,6 +410,8 @@ struct PluginInner {
     core: Instances,
     spans: Option<spans::GuestIndices>,
     logs: Option<logs::GuestIndices>,
+    otlp_traces: Option<otlp_traces::GuestIndices>,
+    otlp_logs: Option<otlp_logs::GuestIndices>,
     worlds: Worlds,
     digest: String,
     cache_hit: bool,
@@ -548,11 +610,36 @@ impl Plugin {
         self.process_data_with(data, |e, _| Err(e))
     }
 
+    /// Runs the plugin over `data` on its ABI. A plugin on the batch ABI gets the whole request
+    /// as one buffer and its answer is validated; a typed one gets each (resource, scope) batch
+    /// as records ([`Self::process`]).
     fn process_data_with<E>(
         &self,
         data: OtlpData,
-        on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
+        mut on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
     ) -> Result<(OtlpData, BatchReport), ProcessError<E>> {
+        if self.inner.worlds.abi == Abi::Batch {
+            let n = data.items();
+            let mut report = BatchReport {
+                items_in: n,
+                ..BatchReport::default()
+            };
+            let out = match self.call_request(&data) {
+                Ok(out) => out,
+                Err(e) => {
+                    report.failed_batches = 1;
+                    match on_failure(e, n).map_err(ProcessError::Call)? {
+                        FailPolicy::Open => data,
+                        FailPolicy::Closed => {
+                            report.failed_items_dropped = n;
+                            OtlpData::empty(data.signal())
+                        }
+                    }
+                }
+            };
+            report.items_out = out.items();
+            return Ok((out, report));
+        }
         let encoded = |r: Result<OtlpData, crate::WireError>| {
             r.map_err(|e| ProcessError::Convert(ConvertError::Wire(e.to_string())))
         };
@@ -567,6 +654,72 @@ impl Plugin {
             }
             Err(e) => return Err(ProcessError::Convert(ConvertError::Wire(e.to_string()))),
         })
+    }
+
+    /// Runs a batch-ABI plugin over one request (no fail policy): the request's bytes go in as
+    /// one `list<u8>`; `unchanged` hands back `data` itself (a reference count, no copy), a
+    /// replacement is validated as an OTLP request of the same signal, and a malformed one is
+    /// [`CallError::MalformedOutput`].
+    pub fn call_request(&self, data: &OtlpData) -> Result<OtlpData, CallError> {
+        let signal = data.signal();
+        let unsupported = || CallError::Unsupported {
+            plugin: self.name().to_string(),
+            signal: match signal {
+                Signal::Traces => "spans",
+                Signal::Logs => "logs",
+            },
+        };
+        let n = data.items() as usize;
+        let bytes: &[u8] = data.bytes();
+        let out = match signal {
+            Signal::Traces => {
+                let idx = self.inner.otlp_traces.as_ref().ok_or_else(unsupported)?;
+                self.inner.call(n, |store, instance| {
+                    let guest = idx.load(&mut *store, instance)?;
+                    let out = guest.call_process_traces(&mut *store, bytes)?;
+                    Ok(out.map(|o| self.answer(data, o)))
+                })?
+            }
+            Signal::Logs => {
+                let idx = self.inner.otlp_logs.as_ref().ok_or_else(unsupported)?;
+                self.inner.call(n, |store, instance| {
+                    let guest = idx.load(&mut *store, instance)?;
+                    let out = guest.call_process_logs(&mut *store, bytes)?;
+                    Ok(out.map(|o| self.answer(data, o)))
+                })?
+            }
+        };
+        out.map_err(|e| {
+            self.inner
+                .core
+                .shared
+                .metrics
+                .malformed_outputs
+                .fetch_add(1, Ordering::Relaxed);
+            CallError::MalformedOutput {
+                plugin: self.name().to_string(),
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// What a batch-ABI call returned, as the request to pass on and its item count (for the
+    /// plugin's metrics; a malformed answer counts as all items kept, the fail policy decides).
+    fn answer(
+        &self,
+        input: &OtlpData,
+        outcome: Outcome,
+    ) -> (Result<OtlpData, crate::WireError>, usize) {
+        match outcome {
+            Outcome::Unchanged => (Ok(input.clone()), input.items() as usize),
+            Outcome::Replaced(bytes) => match OtlpData::from_protobuf(input.signal(), bytes) {
+                Ok(out) => {
+                    let items = out.items() as usize;
+                    (Ok(out), items)
+                }
+                Err(e) => (Err(e), input.items() as usize),
+            },
+        }
     }
 
     /// The loop of [`Self::process`]: `on_failure` decides what a failed batch becomes, a fail

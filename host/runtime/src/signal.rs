@@ -132,7 +132,9 @@ impl OtlpData {
     /// Decodes the request into the prost types.
     pub fn decode(&self) -> Result<OtlpRequest, prost::DecodeError> {
         Ok(match self.signal {
-            Signal::Traces => OtlpRequest::Traces(ExportTraceServiceRequest::decode(&self.bytes[..])?),
+            Signal::Traces => {
+                OtlpRequest::Traces(ExportTraceServiceRequest::decode(&self.bytes[..])?)
+            }
             Signal::Logs => OtlpRequest::Logs(ExportLogsServiceRequest::decode(&self.bytes[..])?),
         })
     }

@@ -329,9 +329,9 @@ fn inspect_prints_world_and_cache_state() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("world:     otlp-processor"), "{text}");
-    assert!(text.contains("package:   weft:plugin@0.1.0"), "{text}");
+    assert!(text.contains("package:   weft:plugin@0.2.0"), "{text}");
     assert!(text.contains("cached:    no"), "{text}");
-    assert!(text.contains("weft:plugin/config@0.1.0"), "{text}");
+    assert!(text.contains("weft:plugin/config@0.2.0"), "{text}");
 }
 
 #[test]

@@ -1157,7 +1157,7 @@ async fn filters_that_are_not_http_filters_are_refused_at_start() {
     };
     assert!(
         err.starts_with("proxies.edge.filters.pii-mask: ")
-            && err.contains("weft:plugin/filter@0.1.0"),
+            && err.contains("weft:plugin/filter@0.2.0"),
         "{err}"
     );
     let errors = weft::load_filters(&config, &host());

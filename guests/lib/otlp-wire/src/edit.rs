@@ -21,6 +21,8 @@ struct MsgEdit {
     added: Vec<(u32, String, AnyValue)>,
     /// For a `ResourceSpans` / `ResourceLogs` without a resource: attributes of a new one.
     new_resource: Vec<(String, AnyValue)>,
+    /// The message's new content, written instead of the old (other edits to it are moot).
+    replace: Option<Vec<u8>>,
 }
 
 /// What a plugin changes in one request. Views name what to change; [`Edits::apply`] writes the
@@ -185,6 +187,14 @@ impl Edits {
         self.set_field(record, 3, str_field(3, text));
     }
 
+    /// Replaces a whole message (a span, a log record, …) with `content`, the encoded fields of
+    /// a message of the same type (what [`crate::Encoder`] writes; no key or length).
+    pub fn replace<'a>(&mut self, v: &impl View<'a>, content: Vec<u8>) {
+        if v.msg().is_present() {
+            self.at(v).replace = Some(content);
+        }
+    }
+
     /// Replaces the whole output with `request` (an encoded request of the same signal): what a
     /// plugin that builds its output itself (owned records) returns.
     pub fn replace_all(&mut self, request: Vec<u8>) {
@@ -225,6 +235,10 @@ impl Edits {
         let own = self.by_offset.get(&(start as u32));
         if own.is_some_and(|e| e.drop) {
             return false;
+        }
+        if let Some(content) = own.and_then(|e| e.replace.as_ref()) {
+            out.raw(content);
+            return true;
         }
         if !self.touched(start, end) {
             out.raw(&input[start..end]);

@@ -235,7 +235,14 @@ macro_rules! has_attributes {
     )*};
 }
 
-has_attributes!(Span = 9, Event = 3, Link = 4, LogRecord = 6, Resource = 1, Scope = 3);
+has_attributes!(
+    Span = 9,
+    Event = 3,
+    Link = 4,
+    LogRecord = 6,
+    Resource = 1,
+    Scope = 3
+);
 
 impl<'a> Traces<'a> {
     /// A view of a request's bytes.

@@ -144,14 +144,15 @@ impl<'a> Fields<'a> {
                 Wire::I32(u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
             }
             LEN => {
-                let len =
-                    read_varint(buf, &mut self.pos).ok_or_else(|| bad("truncated length"))?;
+                let len = read_varint(buf, &mut self.pos).ok_or_else(|| bad("truncated length"))?;
                 let content = self.pos;
                 let end = usize::try_from(len)
                     .ok()
                     .and_then(|l| content.checked_add(l))
                     .filter(|&e| e <= buf.len())
-                    .ok_or_else(|| bad("length-delimited field runs past the end of its message"))?;
+                    .ok_or_else(|| {
+                        bad("length-delimited field runs past the end of its message")
+                    })?;
                 self.pos = end;
                 return Ok(Field {
                     number,

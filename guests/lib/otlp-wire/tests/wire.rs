@@ -63,7 +63,10 @@ fn request() -> ExportTraceServiceRequest {
                             name: "lib".into(),
                             ..Default::default()
                         }),
-                        spans: vec![span(1, vec![kv("a", "1"), kv("card", "x")]), span(2, vec![])],
+                        spans: vec![
+                            span(1, vec![kv("a", "1"), kv("card", "x")]),
+                            span(2, vec![]),
+                        ],
                         schema_url: "s".into(),
                     },
                     PbSs {
@@ -85,7 +88,10 @@ fn request() -> ExportTraceServiceRequest {
     }
 }
 
-fn edited(req: &ExportTraceServiceRequest, f: impl FnOnce(Traces<'_>, &mut Edits)) -> ExportTraceServiceRequest {
+fn edited(
+    req: &ExportTraceServiceRequest,
+    f: impl FnOnce(Traces<'_>, &mut Edits),
+) -> ExportTraceServiceRequest {
     let bytes = req.encode_to_vec();
     let mut edits = Edits::new();
     f(Traces::new(&bytes), &mut edits);
@@ -103,17 +109,28 @@ fn validation_counts_items_and_views_read_what_prost_wrote() {
     let spans: Vec<_> = t.spans().collect();
     assert_eq!(spans.len(), 4);
     let (rs, s) = spans[0];
-    assert_eq!(rs.resource().attribute("service.name").and_then(|v| v.as_str()), Some("checkout"));
+    assert_eq!(
+        rs.resource()
+            .attribute("service.name")
+            .and_then(|v| v.as_str()),
+        Some("checkout")
+    );
     assert_eq!(s.trace_id(), [1; 16]);
     assert_eq!(s.span_id(), [1; 8]);
     assert_eq!(s.parent_span_id(), None);
     assert_eq!((s.name(), s.flags(), s.kind_value()), ("span-1", 0x101, 2));
     assert_eq!((s.start_time_unix_nano(), s.end_time_unix_nano()), (10, 20));
     assert_eq!((s.status_code(), s.status_message()), (2, "m"));
-    assert_eq!(s.attributes().map(|kv| kv.key()).collect::<Vec<_>>(), ["a", "card"]);
+    assert_eq!(
+        s.attributes().map(|kv| kv.key()).collect::<Vec<_>>(),
+        ["a", "card"]
+    );
     let ev = s.events().next().expect("an event");
     assert_eq!(ev.name(), "ev");
-    assert_eq!(ev.attribute("e").map(|v| v.get()), Some(ValueRef::Str("4111 1111 1111 1111")));
+    assert_eq!(
+        ev.attribute("e").map(|v| v.get()),
+        Some(ValueRef::Str("4111 1111 1111 1111"))
+    );
     let first = t.resource_spans().next().expect("a group");
     let ss = first.scope_spans().next().expect("a scope");
     assert_eq!((ss.scope().name(), ss.schema_url()), ("lib", "s"));
@@ -163,10 +180,22 @@ fn no_edits_leave_the_input_and_every_edit_matches_the_same_change_in_prost() {
     });
     let mut want = req.clone();
     let s = &mut want.resource_spans[0].scope_spans[0].spans[0];
-    s.attributes = vec![kv("a", "one"), PbKv { key: "new".into(), value: Some(PbValue { value: Some(any_value::Value::IntValue(8)) }), ..Default::default() }];
+    s.attributes = vec![
+        kv("a", "one"),
+        PbKv {
+            key: "new".into(),
+            value: Some(PbValue {
+                value: Some(any_value::Value::IntValue(8)),
+            }),
+            ..Default::default()
+        },
+    ];
     s.events[0].attributes = vec![kv("e", "4111 **** **** 1111")];
     s.name = "renamed".into();
-    s.status = Some(Status { message: String::new(), code: 1 });
+    s.status = Some(Status {
+        message: String::new(),
+        code: 1,
+    });
     assert_eq!(out, want);
 
     // Resource attributes, on a resource that exists and on one that does not.
@@ -176,15 +205,30 @@ fn no_edits_leave_the_input_and_every_edit_matches_the_same_change_in_prost() {
         }
     });
     let mut want = req.clone();
-    want.resource_spans[0].resource.as_mut().expect("r").attributes.push(kv("cloud.provider", "aws"));
-    want.resource_spans[1].resource = Some(PbResource { attributes: vec![kv("cloud.provider", "aws")], ..Default::default() });
+    want.resource_spans[0]
+        .resource
+        .as_mut()
+        .expect("r")
+        .attributes
+        .push(kv("cloud.provider", "aws"));
+    want.resource_spans[1].resource = Some(PbResource {
+        attributes: vec![kv("cloud.provider", "aws")],
+        ..Default::default()
+    });
     assert_eq!(out, want);
 }
 
 #[test]
 fn nested_values_encode_as_prost_does() {
     let v = AnyValue::KvList(vec![
-        ("arr".into(), AnyValue::Array(vec![AnyValue::Int(-1), AnyValue::Bool(false), AnyValue::Str(String::new())])),
+        (
+            "arr".into(),
+            AnyValue::Array(vec![
+                AnyValue::Int(-1),
+                AnyValue::Bool(false),
+                AnyValue::Str(String::new()),
+            ]),
+        ),
         ("d".into(), AnyValue::Double(0.5)),
         ("b".into(), AnyValue::Bytes(vec![0, 1])),
         ("e".into(), AnyValue::Empty),
@@ -192,12 +236,27 @@ fn nested_values_encode_as_prost_does() {
     let mut e = weft_otlp_wire::Encoder::default();
     v.encode(&mut e);
     let pb = PbValue::decode(&e.buf[..]).expect("decodes");
-    let Some(any_value::Value::KvlistValue(list)) = pb.value else { panic!("kvlist") };
-    assert_eq!(list.values[0].value, Some(PbValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![
-        PbValue { value: Some(any_value::Value::IntValue(-1)) },
-        PbValue { value: Some(any_value::Value::BoolValue(false)) },
-        PbValue { value: Some(any_value::Value::StringValue(String::new())) },
-    ] })) }));
+    let Some(any_value::Value::KvlistValue(list)) = pb.value else {
+        panic!("kvlist")
+    };
+    assert_eq!(
+        list.values[0].value,
+        Some(PbValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![
+                    PbValue {
+                        value: Some(any_value::Value::IntValue(-1))
+                    },
+                    PbValue {
+                        value: Some(any_value::Value::BoolValue(false))
+                    },
+                    PbValue {
+                        value: Some(any_value::Value::StringValue(String::new()))
+                    },
+                ]
+            }))
+        })
+    );
     assert_eq!(list.values[3].value, Some(PbValue { value: None }));
     // And reads back through a view.
     let back = AnyValue::from(weft_otlp_wire::view::Value::from_bytes(&e.buf));
@@ -218,17 +277,26 @@ fn malformed_requests_are_refused_with_the_field_named() {
 
     // A string field with invalid UTF-8: span name (field 5) of a span of its own.
     let mut e = weft_otlp_wire::Encoder::default();
-    e.nested(1, |e| e.nested(2, |e| e.nested(2, |e| {
-        e.bytes_field(1, &[1; 16]);
-        e.bytes_field(2, &[1; 8]);
-        e.bytes_field(5, &[0xff, 0xfe]);
-        true
-    })));
+    e.nested(1, |e| {
+        e.nested(2, |e| {
+            e.nested(2, |e| {
+                e.bytes_field(1, &[1; 16]);
+                e.bytes_field(2, &[1; 8]);
+                e.bytes_field(5, &[0xff, 0xfe]);
+                true
+            })
+        })
+    });
     let err = validate(Kind::TracesData, &e.buf).expect_err("utf-8");
     assert_eq!(err.message, "span.name is not valid UTF-8");
 
     // Wrong wire type: resource_spans as a varint; and truncation anywhere inside a message.
-    assert!(validate(Kind::TracesData, &[0x08, 0x01]).expect_err("wire type").message.contains("wire type"));
+    assert!(
+        validate(Kind::TracesData, &[0x08, 0x01])
+            .expect_err("wire type")
+            .message
+            .contains("wire type")
+    );
     let bytes = request().encode_to_vec();
     let mut refused = 0;
     for cut in 1..bytes.len() {
@@ -236,23 +304,36 @@ fn malformed_requests_are_refused_with_the_field_named() {
             refused += 1;
         } else {
             // What still validates must be what prost decodes, too.
-            assert!(ExportTraceServiceRequest::decode(&bytes[..cut]).is_ok(), "cut at {cut}");
+            assert!(
+                ExportTraceServiceRequest::decode(&bytes[..cut]).is_ok(),
+                "cut at {cut}"
+            );
         }
     }
-    assert!(refused > bytes.len() / 2, "{refused} of {} truncations refused", bytes.len());
+    assert!(
+        refused > bytes.len() / 2,
+        "{refused} of {} truncations refused",
+        bytes.len()
+    );
 
     // Logs: optional ids are 0 or 16 / 0 or 8 bytes.
     let logs = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
-                log_records: vec![PbLog { trace_id: vec![1; 15], ..Default::default() }],
+                log_records: vec![PbLog {
+                    trace_id: vec![1; 15],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
         }],
     };
     let err = validate(Kind::LogsData, &logs.encode_to_vec()).expect_err("log id");
-    assert_eq!(err.message, "log_record.trace_id must be 0 or 16 bytes, got 15");
+    assert_eq!(
+        err.message,
+        "log_record.trace_id must be 0 or 16 bytes, got 15"
+    );
 }
 
 #[test]
@@ -264,11 +345,16 @@ fn log_records_read_and_edit() {
                     PbLog {
                         severity_number: 9,
                         severity_text: "INFO".into(),
-                        body: Some(PbValue { value: Some(any_value::Value::StringValue("user=ann id=7".into())) }),
+                        body: Some(PbValue {
+                            value: Some(any_value::Value::StringValue("user=ann id=7".into())),
+                        }),
                         trace_id: vec![5; 16],
                         ..Default::default()
                     },
-                    PbLog { severity_number: 5, ..Default::default() },
+                    PbLog {
+                        severity_number: 5,
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             }],
@@ -296,6 +382,14 @@ fn log_records_read_and_edit() {
     let r = &out.resource_logs[0].scope_logs[0].log_records;
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].attributes, vec![kv("user", "ann")]);
-    assert_eq!(r[0].body, Some(PbValue { value: Some(any_value::Value::StringValue("parsed".into())) }));
-    assert_eq!((r[0].severity_number, r[0].severity_text.as_str()), (13, "WARN"));
+    assert_eq!(
+        r[0].body,
+        Some(PbValue {
+            value: Some(any_value::Value::StringValue("parsed".into()))
+        })
+    );
+    assert_eq!(
+        (r[0].severity_number, r[0].severity_text.as_str()),
+        (13, "WARN")
+    );
 }
