@@ -573,8 +573,15 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             let cpu = cpu_seconds(pid)? - cpu0;
             let rss = peak_rss_mib(pid)?;
             drop(proc);
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).context("loadgen output")?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                serde_json::json!({
+                    "error": format!(
+                        "loadgen output is not JSON ({e}; {}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                })
+            });
             let spans = v["spans_ok"].as_f64().unwrap_or(0.0);
             let secs = v["seconds"].as_f64().unwrap_or(SECONDS as f64);
             if spans == 0.0 {
