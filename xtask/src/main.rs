@@ -9,7 +9,8 @@
 //!   OpenTelemetry SDK (tests/peers/setup-python.sh), the OpenTelemetry Collector built from its
 //!   Go modules (tests/peers/build-collector.sh), and all tests.
 //! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md);
-//!   `cargo xtask bench pipeline`: weft vs the OpenTelemetry Collector under OTLP load;
+//!   `cargo xtask bench pipeline`: weft vs rotel and the OpenTelemetry Collector under OTLP load
+//!   (rotel from tests/peers/requirements-bench.txt, installed into `.venv` if missing);
 //!   `cargo xtask bench envoy`: the ab-router plugin in Envoy, native SDK filter vs the adapted
 //!   component (needs `wrk`; Envoy comes from the tests/peers venv).
 
