@@ -1,16 +1,20 @@
 //! Foundation benchmarks (run with `cargo xtask bench`; results in docs/PERFORMANCE.md):
 //!
-//! 1. `pii_mask_batch`: pii-mask over 512 spans × 10 attributes (5 carrying PII), as a component
-//!    (`component_call`: the WIT call alone; `component_otlp`: OTLP in, OTLP out) vs the same
-//!    masking code compiled natively into this benchmark (`native`).
-//! 2. `load`: compile a component vs load its cached artifact vs instantiate (± init).
-//! 3. `noop_batch`: a pass-through plugin's per-batch cost, pooled vs fresh instance per batch.
+//! 1. `pii_mask_batch`: pii-mask over one request of 512 spans × 10 attributes (5 carrying
+//!    PII) as a component on the batch ABI, vs the same code compiled natively into this
+//!    benchmark over the same bytes (`native_views`), and the owned-records masking natively
+//!    (`native_records`, what the typed-records plugin ran).
+//! 2. `abi`: the batch ABI against typed records in the same run: a no-op (typed records; the
+//!    batch ABI answering `unchanged`; re-encoding every span; decoding to owned records and
+//!    back), the sampler, cloud-enrich, a chain of three, and the host's validation alone.
+//! 3. `load`: compile a component vs load its cached artifact vs instantiate (± init).
+//! 4. `noop_batch`: a pass-through plugin's per-request cost, pooled vs fresh instance.
 
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_runtime::{InstanceReuse, PluginSettings, convert};
+use weft_runtime::{InstanceReuse, OtlpData, PluginSettings, convert};
 use weft_tests::{component, guests, host_with_cache};
 
 const SPANS: usize = weft_tests::BENCH_SPANS;
@@ -94,56 +98,109 @@ fn native_batch() -> weft_guest::SpanBatch {
     }
 }
 
-fn pii_mask_batch(c: &mut Criterion) {
+/// A plugin from `path` with `config`.
+fn plugin(path: &str, name: &str, config: serde_json::Value) -> weft_runtime::Plugin {
     let host = host_with_cache(None).expect("host");
-    let plugin = host
-        .load_file(guests::PII_MASK.as_ref(), PluginSettings::new("pii-mask"))
-        .expect("load");
+    let mut settings = PluginSettings::new(name);
+    settings.config = config;
+    host.load_file(path.as_ref(), settings).expect("load")
+}
+
+fn pii_mask_batch(c: &mut Criterion) {
+    let plugin = plugin(guests::PII_MASK, "pii-mask", serde_json::json!({}));
     let req = pb_request();
-    let batch = host_batch(&req);
+    let data = OtlpData::from_traces(&req).expect("valid");
     let native = guest_pii_mask::Masker::new(&weft_guest::Config::from_json("{}").expect("config"))
         .expect("masker");
     let nb = native_batch();
+    let bytes = data.bytes().to_vec();
 
-    // Sanity: both mask the same values, so the comparison is of equal work.
+    // Sanity: all three mask the same values, so the comparison is of equal work.
     let mut check = nb.clone();
     let masked_native = native.mask_span_batch(&mut check);
-    let out = plugin.call_spans(&batch).expect("component masks");
-    let masked_component = batch
+    let mut edits = weft_guest::Edits::new();
+    let masked_views = native.mask_traces(weft_guest::view::Traces::new(&bytes), &mut edits);
+    let out = plugin.call_request(&data).expect("component masks");
+    let out = out.traces();
+    let masked_component = req.resource_spans[0].scope_spans[0]
         .spans
         .iter()
-        .zip(&out.spans)
+        .zip(&out.resource_spans[0].scope_spans[0].spans)
         .flat_map(|(a, b)| a.attributes.iter().zip(&b.attributes))
         .filter(|(a, b)| a.value != b.value)
         .count() as u64;
-    assert_eq!(
-        masked_native, masked_component,
-        "native and component mask the same values"
-    );
-    assert_eq!(
-        masked_native,
-        (SPANS * 5) as u64,
-        "5 PII attributes per span"
-    );
+    assert_eq!(masked_native, (SPANS * 5) as u64, "5 PII attributes per span");
+    assert_eq!(masked_views, masked_native, "views mask what records do");
+    assert_eq!(masked_component, masked_native, "the component masks the same");
 
     let mut g = c.benchmark_group("pii_mask_batch");
     g.throughput(criterion::Throughput::Elements(SPANS as u64));
-    g.bench_function("native", |b| {
+    g.bench_function("native_records", |b| {
         b.iter_batched(
             || nb.clone(),
             |mut batch| native.mask_span_batch(&mut batch),
             BatchSize::LargeInput,
         )
     });
-    g.bench_function("component_call", |b| {
-        b.iter(|| plugin.call_spans(&batch).expect("ok"))
+    g.bench_function("native_views", |b| {
+        b.iter(|| {
+            let mut edits = weft_guest::Edits::new();
+            native.mask_traces(weft_guest::view::Traces::new(&bytes), &mut edits);
+            edits.apply(&bytes, weft_guest::wire_kind::TracesData)
+        })
     });
-    g.bench_function("component_otlp", |b| {
-        b.iter_batched(
-            || req.clone(),
-            |r| plugin.process(r).expect("ok"),
-            BatchSize::LargeInput,
-        )
+    g.bench_function("component_batch_abi", |b| {
+        b.iter(|| plugin.call_request(&data).expect("ok"))
+    });
+    g.finish();
+}
+
+/// The batch ABI against typed records, per request of 512 spans: a plugin that changes nothing
+/// (the boundary's cost), the sampler, cloud-enrich, and a chain of three.
+fn abi(c: &mut Criterion) {
+    let req = pb_request();
+    let data = OtlpData::from_traces(&req).expect("valid");
+    let typed = plugin(guests::TYPED_FAULT, "typed-noop", serde_json::json!({"fault": "none"}));
+    let batch = host_batch(&req);
+    let noop = plugin(guests::FAULT, "noop", serde_json::json!({"fault": "none"}));
+    let rewrite = plugin(guests::FAULT, "rewrite", serde_json::json!({"fault": "rewrite"}));
+    let records = plugin(guests::FAULT, "records", serde_json::json!({"fault": "records"}));
+    let sampler = plugin(guests::SAMPLER, "sampler", serde_json::json!({"percentage": 50}));
+    let enrich = plugin(
+        guests::CLOUD_ENRICH,
+        "cloud-enrich",
+        serde_json::json!({"provider": "aws", "region": "eu-west-1"}),
+    );
+    let pii = plugin(guests::PII_MASK, "pii-mask", serde_json::json!({}));
+    let mut g = c.benchmark_group("abi");
+    g.throughput(criterion::Throughput::Elements(SPANS as u64));
+    g.bench_function("noop_typed_records", |b| {
+        b.iter(|| typed.call_spans(&batch).expect("ok"))
+    });
+    g.bench_function("noop_batch_unchanged", |b| {
+        b.iter(|| noop.call_request(&data).expect("ok"))
+    });
+    g.bench_function("noop_batch_rewrite_every_span", |b| {
+        b.iter(|| rewrite.call_request(&data).expect("ok"))
+    });
+    g.bench_function("noop_batch_owned_records", |b| {
+        b.iter(|| records.call_request(&data).expect("ok"))
+    });
+    g.bench_function("sampler_50pct", |b| {
+        b.iter(|| sampler.call_request(&data).expect("ok"))
+    });
+    g.bench_function("cloud_enrich", |b| {
+        b.iter(|| enrich.call_request(&data).expect("ok"))
+    });
+    g.bench_function("chain_pii_sampler_enrich", |b| {
+        b.iter(|| {
+            let d = pii.call_request(&data).expect("ok");
+            let d = sampler.call_request(&d).expect("ok");
+            enrich.call_request(&d).expect("ok")
+        })
+    });
+    g.bench_function("validate_request", |b| {
+        b.iter(|| OtlpData::from_protobuf(weft_runtime::Signal::Traces, data.bytes().clone()).expect("ok"))
     });
     g.finish();
 }
@@ -210,19 +267,12 @@ fn noop_batch(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("noop_batch");
     for (label, r) in [("1_span", &one), ("512_spans", &req)] {
-        let batch = host_batch(r);
+        let data = OtlpData::from_traces(r).expect("valid");
         g.bench_function(format!("pooled_call_{label}"), |b| {
-            b.iter(|| pooled.call_spans(&batch).expect("ok"))
+            b.iter(|| pooled.call_request(&data).expect("ok"))
         });
         g.bench_function(format!("fresh_call_{label}"), |b| {
-            b.iter(|| fresh.call_spans(&batch).expect("ok"))
-        });
-        g.bench_function(format!("pooled_otlp_{label}"), |b| {
-            b.iter_batched(
-                || r.clone(),
-                |r| pooled.process(r).expect("ok"),
-                BatchSize::LargeInput,
-            )
+            b.iter(|| fresh.call_request(&data).expect("ok"))
         });
     }
     g.finish();
@@ -231,6 +281,6 @@ fn noop_batch(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = pii_mask_batch, load, noop_batch
+    targets = pii_mask_batch, abi, load, noop_batch
 }
 criterion_main!(benches);

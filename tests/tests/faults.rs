@@ -14,10 +14,9 @@ use weft_runtime::{
 use weft_tests::{fixture, guests, host_with_cache};
 
 fn traces() -> ExportTraceServiceRequest {
-    match fixture("tests/fixtures/traces-two-scopes.json").expect("fixture") {
-        OtlpData::Traces(t) => t,
-        OtlpData::Logs(_) => panic!("fixture holds traces"),
-    }
+    fixture("tests/fixtures/traces-two-scopes.json")
+        .expect("fixture")
+        .traces()
 }
 
 fn load(host: &PluginHost, config: serde_json::Value, policy: FailPolicy) -> Plugin {
@@ -34,7 +33,7 @@ fn host() -> PluginHost {
     host_with_cache(None).expect("host")
 }
 
-/// Runs one faulty batch through `call_spans` and checks the trap kind, then shows that the next
+/// Runs one faulty request through `call_request` and checks the trap kind, then shows that the next
 /// call runs on a fresh instance and succeeds (the fault fires once: `times: 1`).
 fn trap_then_recover(fault: &str, expected: TrapKind) {
     let host = host();
@@ -50,14 +49,10 @@ fn trap_then_recover(fault: &str, expected: TrapKind) {
         "load creates one instance"
     );
 
-    let batch = weft_runtime::bindings::SpanBatch {
-        resource: weft_runtime::convert::resource_from_pb(None, ""),
-        scope: weft_runtime::convert::scope_from_pb(None, ""),
-        spans: vec![],
-    };
+    let batch = OtlpData::empty(weft_runtime::Signal::Traces);
     let start = Instant::now();
     let err = plugin
-        .call_spans(&batch)
+        .call_request(&batch)
         .expect_err("the fault fires on the first call");
     let took = start.elapsed();
     match &err {
@@ -73,7 +68,7 @@ fn trap_then_recover(fault: &str, expected: TrapKind) {
         "the trapped instance is not back in the pool"
     );
 
-    plugin.call_spans(&batch).expect("the next call succeeds");
+    plugin.call_request(&batch).expect("the next call succeeds");
     assert_eq!(
         m.instantiations.load(Ordering::Relaxed),
         2,
@@ -154,13 +149,9 @@ fn a_guest_error_is_not_a_trap_and_keeps_the_instance() {
         serde_json::json!({"fault": "error"}),
         FailPolicy::Open,
     );
-    let batch = weft_runtime::bindings::SpanBatch {
-        resource: weft_runtime::convert::resource_from_pb(None, ""),
-        scope: weft_runtime::convert::scope_from_pb(None, ""),
-        spans: vec![],
-    };
+    let batch = OtlpData::empty(weft_runtime::Signal::Traces);
     for _ in 0..3 {
-        match plugin.call_spans(&batch) {
+        match plugin.call_request(&batch) {
             Err(CallError::Guest { kind, message, .. }) => {
                 assert_eq!(kind, "other");
                 assert_eq!(message, "fault: returning an error on purpose");

@@ -82,9 +82,9 @@ fn logs_sent_to_a_spans_only_plugin_are_refused_by_signal() {
         .expect("sampler loads with its defaults");
     assert!(plugin.worlds().spans && !plugin.worlds().logs);
     assert_eq!(plugin.worlds().world_name(), "span-processor");
-    let OtlpData::Logs(logs) = fixture("tests/fixtures/logs-small.json").expect("fixture") else {
-        panic!("logs fixture")
-    };
+    let logs = fixture("tests/fixtures/logs-small.json")
+        .expect("fixture")
+        .logs();
     let err = plugin
         .process_strict(logs)
         .expect_err("sampler has no logs export");
@@ -160,17 +160,27 @@ fn inspect_names_the_world_version_and_interfaces() {
     let first =
         weft_runtime::inspect::inspect(host.engine(), "pii-mask.wasm", &bytes).expect("inspect");
     assert_eq!(first.world, "otlp-processor");
+    assert!(first.abi.starts_with("batch"), "{}", first.abi);
     assert_eq!(first.weft_versions, vec!["0.2.0".to_string()]);
     assert!(
         first
             .exports
-            .contains(&"weft:plugin/spans@0.2.0".to_string())
+            .contains(&"weft:plugin/otlp-traces@0.2.0".to_string())
     );
     assert!(
         first
             .exports
-            .contains(&"weft:plugin/logs@0.2.0".to_string())
+            .contains(&"weft:plugin/otlp-logs@0.2.0".to_string())
     );
+    // The typed fixture is reported as typed.
+    let typed = weft_runtime::inspect::inspect(
+        host.engine(),
+        "typed-fault.wasm",
+        &component(guests::TYPED_FAULT),
+    )
+    .expect("inspect");
+    assert_eq!(typed.world, "typed-otlp-processor");
+    assert!(typed.abi.starts_with("typed"), "{}", typed.abi);
     assert!(
         first
             .imports

@@ -1,7 +1,10 @@
-//! OTLP → WIT → OTLP is the identity: every field, nested AnyValues, events and links included.
-//! Checked on the conversion functions alone (many cases) and through a real component that
-//! passes batches through (guests/fixtures/fault with `fault: none`), where the data also crosses
-//! the component boundary both ways.
+//! OTLP round trips are the identity: every field, nested AnyValues, events and links included.
+//! Checked on the typed-records conversion alone (many cases); on the batch ABI's wire crate
+//! alone (validation agrees with prost, views + a rewrite of every span through the edit log
+//! give back the request); and through real components, where the data crosses the component
+//! boundary both ways: the batch-ABI fault fixture re-encoding every span or record through its
+//! edit log (`rewrite`) and through owned records (`records`), and the typed fixture passing
+//! batches through (`typed-fault`, `none`).
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,6 +18,8 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use weft_runtime::convert;
+use prost::Message as _;
+use weft_runtime::wire;
 use weft_runtime::{Plugin, PluginSettings};
 use weft_tests::{guests, host_with_cache};
 
@@ -254,11 +259,41 @@ fn logs_request() -> impl Strategy<Value = ExportLogsServiceRequest> {
 }
 
 fn pass_through() -> Plugin {
+    fixture_plugin(guests::TYPED_FAULT, "none")
+}
+
+/// The batch-ABI fault fixture in mode `fault`.
+fn batch_plugin(fault: &str) -> Plugin {
+    fixture_plugin(guests::FAULT, fault)
+}
+
+fn fixture_plugin(path: &str, fault: &str) -> Plugin {
     let host = host_with_cache(None).expect("host");
     let mut settings = PluginSettings::new("pass");
-    settings.config = serde_json::json!({"fault": "none"});
-    host.load_file(guests::FAULT.as_ref(), settings)
-        .expect("load")
+    settings.config = serde_json::json!({ "fault": fault });
+    host.load_file(path.as_ref(), settings).expect("load")
+}
+
+/// `req` without what owned records do not carry (a resource's entity references).
+fn without_entity_refs(mut req: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    for rs in &mut req.resource_spans {
+        if let Some(r) = &mut rs.resource {
+            r.entity_refs.clear();
+        }
+    }
+    req
+}
+
+/// Re-encodes every span of `bytes` through the edit log (a rename to its own name).
+fn rewrite_every_span(bytes: &[u8]) -> Vec<u8> {
+    let traces = wire::view::Traces::new(bytes);
+    let mut edits = wire::Edits::new();
+    for (_, s) in traces.spans() {
+        edits.set_span_name(&s, s.name());
+    }
+    edits
+        .apply(bytes, wire::Kind::TracesData)
+        .unwrap_or_else(|| bytes.to_vec())
 }
 
 proptest! {
@@ -300,5 +335,44 @@ proptest! {
         thread_local!(static PLUGIN: Plugin = pass_through());
         let (out, _) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("pass-through");
         prop_assert_eq!(out, req);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_wire_crate_validates_what_prost_encodes_and_rewrites_it_unchanged(req in traces_request()) {
+        let bytes = req.encode_to_vec();
+        let items: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        prop_assert_eq!(wire::validate(wire::Kind::TracesData, &bytes), Ok(items as u64));
+        let out = rewrite_every_span(&bytes);
+        prop_assert_eq!(ExportTraceServiceRequest::decode(&out[..]).expect("decodes"), req);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn traces_round_trip_through_the_batch_abi_edit_log(req in traces_request()) {
+        thread_local!(static PLUGIN: Plugin = batch_plugin("rewrite"));
+        let (out, report) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("rewrite");
+        prop_assert_eq!(report.items_in, report.items_out);
+        prop_assert_eq!(out, req);
+    }
+
+    #[test]
+    fn logs_round_trip_through_the_batch_abi_edit_log(req in logs_request()) {
+        thread_local!(static PLUGIN: Plugin = batch_plugin("rewrite"));
+        let (out, _) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("rewrite");
+        prop_assert_eq!(out, req);
+    }
+
+    #[test]
+    fn traces_round_trip_through_owned_records_in_the_guest(req in traces_request()) {
+        thread_local!(static PLUGIN: Plugin = batch_plugin("records"));
+        let (out, _) = PLUGIN.with(|p| p.process_strict(req.clone())).expect("records");
+        prop_assert_eq!(out, without_entity_refs(req));
     }
 }

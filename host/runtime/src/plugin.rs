@@ -729,6 +729,13 @@ impl Plugin {
         req: R,
         mut on_failure: impl FnMut(CallError, u64) -> Result<FailPolicy, E>,
     ) -> Result<(R, BatchReport), ProcessError<E>> {
+        if self.inner.worlds.abi == Abi::Batch {
+            // A batch-ABI plugin works on the bytes: encode, run, decode.
+            let wire = |e: String| ProcessError::Convert(ConvertError::Wire(e));
+            let data = req.to_data().map_err(|e| wire(e.to_string()))?;
+            let (out, report) = self.process_data_with(data, on_failure)?;
+            return Ok((R::from_data(&out).map_err(|e| wire(e.to_string()))?, report));
+        }
         // Convert everything first: a malformed request is rejected whole, nothing half-processed.
         let inputs = req.to_batches()?;
         let mut report = BatchReport::default();

@@ -214,6 +214,10 @@ pub trait SignalRequest: Sized {
     fn scope_present(scoped: &Self::Scoped) -> bool;
     /// Runs `plugin` over one batch (no fail policy).
     fn call(plugin: &Plugin, batch: &Self::Batch) -> Result<Self::Batch, CallError>;
+    /// The request as protobuf bytes, validated (the batch ABI's form).
+    fn to_data(&self) -> Result<OtlpData, WireError>;
+    /// The request back from its bytes.
+    fn from_data(data: &OtlpData) -> Result<Self, prost::DecodeError>;
 }
 
 /// Groups consecutive scope groups with equal resources, for [`SignalRequest::from_groups`].
@@ -347,6 +351,14 @@ impl SignalRequest for ExportTraceServiceRequest {
     fn call(plugin: &Plugin, batch: &SpanBatch) -> Result<SpanBatch, CallError> {
         plugin.call_spans(batch)
     }
+
+    fn to_data(&self) -> Result<OtlpData, WireError> {
+        OtlpData::from_traces(self)
+    }
+
+    fn from_data(data: &OtlpData) -> Result<Self, prost::DecodeError> {
+        Self::decode(&data.bytes()[..])
+    }
 }
 
 impl SignalRequest for ExportLogsServiceRequest {
@@ -440,5 +452,13 @@ impl SignalRequest for ExportLogsServiceRequest {
 
     fn call(plugin: &Plugin, batch: &LogBatch) -> Result<LogBatch, CallError> {
         plugin.call_logs(batch)
+    }
+
+    fn to_data(&self) -> Result<OtlpData, WireError> {
+        OtlpData::from_logs(self)
+    }
+
+    fn from_data(data: &OtlpData) -> Result<Self, prost::DecodeError> {
+        Self::decode(&data.bytes()[..])
     }
 }
