@@ -7,16 +7,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_runtime::OtlpData;
+use weft_runtime::OtlpRequest;
 use weft_runtime::{
     CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind,
 };
 use weft_tests::{fixture, guests, host_with_cache};
 
 fn traces() -> ExportTraceServiceRequest {
-    match fixture("tests/fixtures/traces-two-scopes.json").expect("fixture") {
-        OtlpData::Traces(t) => t,
-        OtlpData::Logs(_) => panic!("fixture holds traces"),
+    match fixture("tests/fixtures/traces-two-scopes.json")
+        .expect("fixture")
+        .decode()
+    {
+        Ok(OtlpRequest::Traces(t)) => t,
+        _ => panic!("fixture holds traces"),
     }
 }
 

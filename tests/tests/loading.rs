@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use weft_runtime::OtlpData;
+use weft_runtime::OtlpRequest;
 use weft_runtime::{CallError, LoadError, PluginSettings};
 use weft_tests::{component, fixture, guests, host_with_cache};
 
@@ -82,7 +82,10 @@ fn logs_sent_to_a_spans_only_plugin_are_refused_by_signal() {
         .expect("sampler loads with its defaults");
     assert!(plugin.worlds().spans && !plugin.worlds().logs);
     assert_eq!(plugin.worlds().world_name(), "span-processor");
-    let OtlpData::Logs(logs) = fixture("tests/fixtures/logs-small.json").expect("fixture") else {
+    let Ok(OtlpRequest::Logs(logs)) = fixture("tests/fixtures/logs-small.json")
+        .expect("fixture")
+        .decode()
+    else {
         panic!("logs fixture")
     };
     let err = plugin
