@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use weft_runtime::OtlpRequest;
 use weft_runtime::otlp_io::{OtlpData, read_otlp};
 use weft_runtime::{EngineSettings, MetricsRegistry, PluginHost, WeftEngine};
 
@@ -64,9 +65,9 @@ pub fn json_lines(memory: &weft::service::InMemoryExporter) -> String {
     memory
         .requests()
         .iter()
-        .map(|r| match r {
-            OtlpData::Traces(t) => serde_json::to_string(t),
-            OtlpData::Logs(l) => serde_json::to_string(l),
+        .map(|r| match r.decode().expect("exported OTLP decodes") {
+            OtlpRequest::Traces(t) => serde_json::to_string(&t),
+            OtlpRequest::Logs(l) => serde_json::to_string(&l),
         })
         .collect::<Result<Vec<_>, _>>()
         .expect("OTLP serializes to JSON")

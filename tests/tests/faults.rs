@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use weft_runtime::OtlpData;
 use weft_runtime::{
     CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind,
 };

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use weft::Config;
-use weft_runtime::otlp_io::{OtlpData, read_otlp};
+use weft_runtime::OtlpRequest;
+use weft_runtime::otlp_io::read_otlp;
 use weft_tests::{host_with_cache, workspace};
 
 fn free_port() -> u16 {
@@ -191,14 +192,15 @@ service:
     let (mut sent_traces, mut sent_logs) = (Vec::new(), Vec::new());
     for f in &fixtures {
         let bytes = std::fs::read(f).expect("fixture");
-        let (path, data) = match read_otlp(&bytes).expect("fixture parses") {
-            OtlpData::Traces(t) => {
-                sent_traces.push(t.clone());
-                ("/v1/traces", OtlpData::Traces(t))
+        let data = read_otlp(&bytes).expect("fixture parses");
+        let path = match data.decode().expect("fixture decodes") {
+            OtlpRequest::Traces(t) => {
+                sent_traces.push(t);
+                "/v1/traces"
             }
-            OtlpData::Logs(l) => {
-                sent_logs.push(l.clone());
-                ("/v1/logs", OtlpData::Logs(l))
+            OtlpRequest::Logs(l) => {
+                sent_logs.push(l);
+                "/v1/logs"
             }
         };
         let body = data.to_json().into_bytes();
@@ -215,10 +217,10 @@ service:
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let (mut t, mut l) = (Vec::new(), Vec::new());
         for line in text.lines() {
-            match read_otlp(line.as_bytes()) {
-                Ok(OtlpData::Traces(x)) => t.push(x),
-                Ok(OtlpData::Logs(x)) => l.push(x),
-                Err(_) => {}
+            match read_otlp(line.as_bytes()).map(|d| d.decode()) {
+                Ok(Ok(OtlpRequest::Traces(x))) => t.push(x),
+                Ok(Ok(OtlpRequest::Logs(x))) => l.push(x),
+                _ => {}
             }
         }
         if (spans(&t).len() >= want_spans.len() && logs(&l).len() >= want_logs.len())

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use weft_runtime::OtlpData;
 use weft_runtime::{CallError, LoadError, PluginSettings};
 use weft_tests::{component, fixture, guests, host_with_cache};
 

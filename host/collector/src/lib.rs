@@ -6,6 +6,7 @@
 //! reload swaps); it knows nothing of the filter proxy, and its self-metrics are a
 //! [`MetricsSource`] for the runtime's telemetry server.
 
+pub mod codec;
 pub mod config;
 pub mod exporter;
 pub mod pipeline;

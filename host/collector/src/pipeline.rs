@@ -2,7 +2,11 @@
 //!
 //! Threading contract: `consume` may be called from any number of receiver tasks at once. Plugin
 //! calls run on the calling tokio worker inside `block_in_place` (they are CPU-bound and bounded
-//! by their deadline); each call takes its own plugin instance, so there is no global lock.
+//! by their deadline); each call takes its own plugin instance, so there is no global lock. A
+//! pipeline without processors never enters `block_in_place` and never reads the bytes.
+//!
+//! Ownership: a [`Payload`] is the request's validated protobuf bytes, shared by reference
+//! count. Queueing it for several exporters clones the handle, never the data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,15 +61,28 @@ impl Rejected {
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
-    /// Malformed OTLP: the client must not retry (INVALID_ARGUMENT / 400).
+    /// Malformed OTLP: the client must not retry (INVALID_ARGUMENT / 400). The message says
+    /// what is wrong (a receiver's validation error, or a processor's conversion error).
     #[error("malformed OTLP: {0}")]
-    Invalid(#[from] ConvertError),
+    Invalid(String),
     /// An exporter queue is full: the client should retry later (RESOURCE_EXHAUSTED / 503).
     #[error("exporter `{0}` queue is full")]
     QueueFull(String),
     /// The pipeline is shutting down (UNAVAILABLE / 503).
     #[error("weft is shutting down")]
     ShuttingDown,
+}
+
+impl From<ConvertError> for ConsumeError {
+    fn from(e: ConvertError) -> Self {
+        ConsumeError::Invalid(e.to_string())
+    }
+}
+
+impl From<weft_runtime::WireError> for ConsumeError {
+    fn from(e: weft_runtime::WireError) -> Self {
+        ConsumeError::Invalid(e.to_string())
+    }
 }
 
 /// Counters of one pipeline.
@@ -110,10 +127,18 @@ impl Pipeline {
     /// Runs the processors over `payload` and queues the result for every exporter.
     /// Returns the items a processor's fail-closed policy dropped (with the first processor's
     /// id), which receivers report to the client as OTLP partial success.
+    ///
+    /// `payload` must already be validated (receivers build it with
+    /// [`OtlpData::from_protobuf`]); with processors, must be called on a multi-threaded tokio
+    /// runtime (`block_in_place`).
     pub fn consume(&self, payload: Payload) -> Result<Rejected, ConsumeError> {
         let n = payload.items();
         self.stats.received.fetch_add(n, Ordering::Relaxed);
-        let processed = tokio::task::block_in_place(|| self.process(payload));
+        let processed = if self.processors.is_empty() {
+            Ok((payload, Rejected::default()))
+        } else {
+            tokio::task::block_in_place(|| self.process(payload))
+        };
         let (payload, rejected) = match processed {
             Ok(p) => p,
             Err(e) => {
@@ -130,6 +155,7 @@ impl Pipeline {
             self.stats.refused.fetch_add(n, Ordering::Relaxed);
             return Err(ConsumeError::QueueFull(full.id.clone()));
         }
+        // One clone per exporter: a reference count on the same bytes.
         for e in &self.exporters {
             match e.tx.try_send(payload.clone()) {
                 Ok(()) => {

@@ -1,11 +1,10 @@
 //! `debug`: one line per request on stdout (`<exporter id>: <signal> <n> items`), and with
-//! `verbosity: detailed` the request as OTLP/JSON on the next line.
+//! `verbosity: detailed` the request as OTLP/JSON on the next line (decoded for the print).
 
 use std::io::Write as _;
 
-use super::{ExportError, ExportFuture, Exporter};
+use super::{ExportError, ExportFuture, Exporter, Prepared};
 use crate::config::DebugExporterConfig;
-use crate::pipeline::Payload;
 
 /// Writes what it gets to stdout. A write error (stdout closed) is permanent.
 #[derive(Debug, Clone)]
@@ -26,7 +25,8 @@ impl DebugExporter {
 }
 
 impl Exporter for DebugExporter {
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
+        let batch = batch.payload();
         let mut out = std::io::stdout().lock();
         let mut r = writeln!(
             out,

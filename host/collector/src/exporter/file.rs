@@ -1,9 +1,12 @@
-//! `file`: appends OTLP/JSON lines (one request per line) to a file, flushed per request.
+//! `file`: appends OTLP/JSON lines (one request per line) to a file, flushed per request. Each
+//! batch is decoded (from its protobuf bytes) to be written.
 
 use std::io::{BufWriter, Write as _};
 use std::sync::Mutex;
 
-use super::{BuildError, ExportError, ExportFuture, Exporter};
+use weft_runtime::OtlpRequest;
+
+use super::{BuildError, ExportError, ExportFuture, Exporter, Prepared};
 use crate::config::FileExporterConfig;
 use crate::pipeline::Payload;
 
@@ -32,10 +35,14 @@ impl FileExporter {
         })
     }
 
+    /// Decodes `batch` and appends it as one line. Errors are permanent.
     fn write(&self, batch: &Payload) -> Result<u64, ExportError> {
-        let line = match batch {
-            Payload::Traces(t) => serde_json::to_string(t),
-            Payload::Logs(l) => serde_json::to_string(l),
+        let request = batch
+            .decode()
+            .map_err(|e| ExportError::Permanent(format!("cannot decode the batch: {e}")))?;
+        let line = match &request {
+            OtlpRequest::Traces(t) => serde_json::to_string(t),
+            OtlpRequest::Logs(l) => serde_json::to_string(l),
         }
         .map_err(|e| ExportError::Permanent(format!("OTLP/JSON: {e}")))?;
         let mut out = self
@@ -51,7 +58,7 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
-        Box::pin(std::future::ready(self.write(batch)))
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
+        Box::pin(std::future::ready(self.write(batch.payload())))
     }
 }

@@ -2,13 +2,18 @@
 //! (like opentelemetry-rust's `InMemorySpanExporter`). It has no YAML spelling: a test builds
 //! one and hands it to [`crate::start_with`] (or `weft::service::start_with`) under the id of a
 //! configured exporter, which it replaces.
+//!
+//! It keeps the payloads as they came (their protobuf bytes, shared, not copied); the span and
+//! log record helpers decode them when called.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::{ExportFuture, Exporter};
+use weft_runtime::OtlpRequest;
+
+use super::{ExportFuture, Exporter, Prepared};
 use crate::pipeline::Payload;
 
 /// Records every exported batch. Clones share one store, so a test keeps a clone and reads it
@@ -30,19 +35,19 @@ impl InMemoryExporter {
     }
 
     /// Every exported batch, in export order (one per request, or merged ones when the replaced
-    /// exporter batches).
+    /// exporter batches). The clones share the stored bytes.
     pub fn requests(&self) -> Vec<Payload> {
         self.store().clone()
     }
 
-    /// Every span exported, in order.
+    /// Every span exported, in order (each traces batch decoded).
     pub fn spans(&self) -> Vec<Span> {
         let mut spans = Vec::new();
         for p in self.store().iter() {
-            if let Payload::Traces(t) = p {
-                for rs in &t.resource_spans {
-                    for ss in &rs.scope_spans {
-                        spans.extend(ss.spans.iter().cloned());
+            if let Ok(OtlpRequest::Traces(t)) = p.decode() {
+                for rs in t.resource_spans {
+                    for ss in rs.scope_spans {
+                        spans.extend(ss.spans);
                     }
                 }
             }
@@ -50,14 +55,14 @@ impl InMemoryExporter {
         spans
     }
 
-    /// Every log record exported, in order.
+    /// Every log record exported, in order (each logs batch decoded).
     pub fn log_records(&self) -> Vec<LogRecord> {
         let mut records = Vec::new();
         for p in self.store().iter() {
-            if let Payload::Logs(l) = p {
-                for rl in &l.resource_logs {
-                    for sl in &rl.scope_logs {
-                        records.extend(sl.log_records.iter().cloned());
+            if let Ok(OtlpRequest::Logs(l)) = p.decode() {
+                for rl in l.resource_logs {
+                    for sl in rl.scope_logs {
+                        records.extend(sl.log_records);
                     }
                 }
             }
@@ -77,8 +82,8 @@ impl InMemoryExporter {
 }
 
 impl Exporter for InMemoryExporter {
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
-        self.store().push(batch.clone());
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
+        self.store().push(batch.payload().clone());
         Box::pin(std::future::ready(Ok(0)))
     }
 }

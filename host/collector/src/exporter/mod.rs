@@ -3,6 +3,13 @@
 //! [`Exporter`]: how one batch leaves. What happens around it — the bounded queue, merging
 //! queued requests into batches, retries with backoff, the pipeline's counters — is written
 //! once, in [`run`], and driven by the exporter's [`DeliveryConfig`].
+//!
+//! No deep copies on the way out: a batch is the queued requests' protobuf bytes, merged by
+//! concatenation ([`Payload::merge`]); [`run`] asks the exporter to [`Exporter::prepare`] it
+//! once (encode it the way it goes on the wire, e.g. the gzip-compressed OTLP/HTTP body) and
+//! then lends the same [`Prepared`] batch to every attempt, so a retry re-sends the bytes made
+//! for the first attempt. The OTLP/gRPC exporter sends the payload's bytes as they are (tonic
+//! frames, and gzips when asked, per call).
 
 pub mod debug;
 pub mod file;
@@ -16,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,6 +35,38 @@ pub use memory::InMemoryExporter;
 /// What [`Exporter::export`] returns: on success, how many items of the batch the peer rejected
 /// (OTLP partial success; counted as failed, never retried).
 pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, ExportError>> + Send + 'a>>;
+
+/// A batch ready to be sent: the payload, and the body an exporter made of it once in
+/// [`Exporter::prepare`] (by default the payload's protobuf bytes). Every attempt of the batch is
+/// lent the same `Prepared`. Cloning shares both (reference counts).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    payload: Payload,
+    body: Bytes,
+}
+
+impl Prepared {
+    /// A batch sent as its own protobuf bytes.
+    pub fn new(payload: Payload) -> Self {
+        let body = payload.bytes().clone();
+        Prepared { payload, body }
+    }
+
+    /// A batch sent as `body` (its encoding for the wire, e.g. gzip-compressed).
+    pub fn with_body(payload: Payload, body: Bytes) -> Self {
+        Prepared { payload, body }
+    }
+
+    /// The batch.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// What goes on the wire.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
 
 /// One kind of exporter: sends a batch somewhere.
 ///
@@ -43,9 +83,17 @@ pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, ExportError>
 /// backoff (or the peer's `Retry-After`); otherwise the batch is dropped and its items counted
 /// as failed. [`ExportError::Permanent`] drops the batch at once.
 pub trait Exporter: Send + Sync {
-    /// Exports one batch (one request, or several merged when the exporter batches). The batch
-    /// is lent: on a retry the same batch comes again.
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a>;
+    /// Encodes one batch for the wire, once, before its first attempt (on the driver's task: it
+    /// may take the CPU for as long as compressing the batch takes). The default sends the
+    /// payload's protobuf bytes as they are. An error here drops the batch like a
+    /// [`ExportError::Permanent`] export error, without retry.
+    fn prepare(&self, batch: Payload) -> Result<Prepared, ExportError> {
+        Ok(Prepared::new(batch))
+    }
+
+    /// Exports one batch (one request, or several merged when the exporter batches), as
+    /// [`Exporter::prepare`] made it. The batch is lent: on a retry the same batch comes again.
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a>;
 }
 
 /// Why one export call failed, as the exporter sees it.
@@ -128,6 +176,14 @@ pub async fn run(
             }
         }
         let items = batch.items();
+        let batch = match exporter.prepare(batch) {
+            Ok(b) => b,
+            Err(error) => {
+                stats.failed.fetch_add(items, Ordering::Relaxed);
+                tracing::error!(exporter = %id, items, error = %error, "cannot encode the batch, dropping it");
+                continue;
+            }
+        };
         let started = Instant::now();
         let mut delay = delivery.retry.as_ref().map(|r| r.initial_interval);
         loop {
@@ -175,14 +231,10 @@ pub async fn fail_all(mut rx: mpsc::Receiver<Payload>, stats: Arc<PipelineStats>
     }
 }
 
-/// Merges `b` into `a` (same signal); returns `b` back if the signals differ.
+/// Merges `b` into `a` (same signal; protobuf concatenation); returns `b` back if the signals
+/// differ.
 fn merge(a: &mut Payload, b: Payload) -> Option<Payload> {
-    match (a, b) {
-        (Payload::Traces(a), Payload::Traces(b)) => a.resource_spans.extend(b.resource_spans),
-        (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
-        (_, b) => return Some(b),
-    }
-    None
+    a.merge(b).err()
 }
 
 #[cfg(test)]
@@ -195,27 +247,45 @@ mod tests {
     use super::*;
     use crate::config::{BatchConfig, RetryConfig};
 
-    /// A request of `n` spans.
+    /// A request of `n` (valid) spans.
     fn spans(n: usize) -> Payload {
-        Payload::Traces(ExportTraceServiceRequest {
+        Payload::from_traces(&ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![Span::default(); n],
+                    spans: vec![
+                        Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        };
+                        n
+                    ],
                     ..Default::default()
                 }],
                 ..Default::default()
             }],
         })
+        .expect("valid spans")
     }
 
-    /// Fails with the queued errors first, then records and succeeds.
+    /// Fails with the queued errors first, then records and succeeds. Counts the batches it
+    /// prepared and checks every attempt gets the body prepared for it.
     struct Scripted {
         errors: Mutex<Vec<ExportError>>,
         memory: InMemoryExporter,
+        prepared: std::sync::atomic::AtomicU64,
     }
 
     impl Exporter for Scripted {
-        fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+        fn prepare(&self, batch: Payload) -> Result<Prepared, ExportError> {
+            self.prepared.fetch_add(1, Ordering::Relaxed);
+            let body = Bytes::from(format!("prepared {}", batch.items()));
+            Ok(Prepared::with_body(batch, body))
+        }
+
+        fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
+            let expected = format!("prepared {}", batch.payload().items());
+            assert_eq!(batch.body(), expected.as_bytes(), "the body prepare made");
             let next = self.errors.lock().map(|mut e| e.pop()).unwrap_or(None);
             match next {
                 Some(e) => Box::pin(std::future::ready(Err(e))),
@@ -268,12 +338,22 @@ mod tests {
                 ExportError::retryable("busy"),
             ]),
             memory: memory.clone(),
+            prepared: Default::default(),
         });
-        let counts = drive(exporter, retrying(), vec![spans(3), spans(3), spans(1)]).await;
+        let counts = drive(
+            exporter.clone(),
+            retrying(),
+            vec![spans(3), spans(3), spans(1)],
+        )
+        .await;
         assert_eq!(counts, (7, 0, 2));
+        // Two batches, each prepared once however often it was retried.
+        assert_eq!(exporter.prepared.load(Ordering::Relaxed), 2);
         // 3 + 3 reaches 5: one batch of 6, then the 1 on its own.
         let sizes: Vec<u64> = memory.requests().iter().map(Payload::items).collect();
         assert_eq!(sizes, [6, 1]);
+        // The merged batch is one valid request: its concatenation decodes to all its spans.
+        assert_eq!(memory.spans().len(), 7);
     }
 
     #[tokio::test]
@@ -282,6 +362,7 @@ mod tests {
         let permanent = Arc::new(Scripted {
             errors: Mutex::new(vec![ExportError::Permanent("bad".into())]),
             memory: memory.clone(),
+            prepared: Default::default(),
         });
         assert_eq!(
             drive(permanent, retrying(), vec![spans(2)]).await,
@@ -290,6 +371,7 @@ mod tests {
         let no_retry = Arc::new(Scripted {
             errors: Mutex::new(vec![ExportError::retryable("busy")]),
             memory: memory.clone(),
+            prepared: Default::default(),
         });
         let counts = drive(
             no_retry,

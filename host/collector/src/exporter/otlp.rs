@@ -1,21 +1,25 @@
 //! `otlp` (`otlp_grpc`): OTLP/gRPC to another collector or back end, gzip on request.
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::codec::CompressionEncoding;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use super::{BuildError, ExportError, ExportFuture, Exporter};
-use crate::config::OtlpExporterConfig;
-use crate::pipeline::Payload;
+use weft_runtime::Signal;
 
-/// Sends each batch as one `Export` call. The status codes the OTLP specification lets a
-/// client retry are [`ExportError::Retryable`]; the server's partial success is the rejected
-/// count.
+use super::{BuildError, ExportError, ExportFuture, Exporter, Prepared};
+use crate::codec::RawResponseCodec;
+use crate::config::OtlpExporterConfig;
+
+/// Sends each batch as one `Export` call, the payload's protobuf bytes as the request message
+/// (never decoded, never re-encoded; [`RawResponseCodec`]). The status codes the OTLP
+/// specification lets a client retry are [`ExportError::Retryable`]; the server's partial
+/// success is the rejected count.
 #[derive(Debug, Clone)]
 pub struct OtlpGrpcExporter {
-    traces: TraceServiceClient<Channel>,
-    logs: LogsServiceClient<Channel>,
+    /// A cheap handle on one lazily connected channel, with the compression settings.
+    grpc: tonic::client::Grpc<Channel>,
 }
 
 impl OtlpGrpcExporter {
@@ -25,35 +29,60 @@ impl OtlpGrpcExporter {
         let channel = Channel::from_shared(config.endpoint.clone())
             .map_err(|e| BuildError(format!("invalid endpoint `{}`: {e}", config.endpoint)))?;
         let channel = channel.timeout(config.timeout).connect_lazy();
-        let mut traces = TraceServiceClient::new(channel.clone());
-        let mut logs = LogsServiceClient::new(channel);
+        let mut grpc = tonic::client::Grpc::new(channel);
         if config.gzip {
-            traces = traces
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
-            logs = logs
+            grpc = grpc
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
         }
-        Ok(OtlpGrpcExporter { traces, logs })
+        Ok(OtlpGrpcExporter { grpc })
+    }
+
+    /// One unary `Export` call of `service` (its name and method path) with `message` (encoded request bytes), decoding
+    /// the response as `R`.
+    async fn call<R>(
+        &self,
+        (service, path): (&'static str, &'static str),
+        message: bytes::Bytes,
+    ) -> Result<R, tonic::Status>
+    where
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        // A clone per call keeps `&self`: it shares the channel.
+        let mut grpc = self.grpc.clone();
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unknown(format!("the channel is not ready: {e}")))?;
+        let path = PathAndQuery::from_static(path);
+        let mut request = tonic::Request::new(message);
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new(service, "Export"));
+        grpc.unary(request, path, RawResponseCodec::<R>::default())
+            .await
+            .map(tonic::Response::into_inner)
     }
 }
 
 impl Exporter for OtlpGrpcExporter {
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
         Box::pin(async move {
-            // Clients are cheap handles on one channel; a clone per call keeps `&self`.
-            let result = match batch {
-                Payload::Traces(t) => self.traces.clone().export(t.clone()).await.map(|r| {
-                    r.into_inner()
-                        .partial_success
-                        .map_or(0, |p| p.rejected_spans.max(0) as u64)
-                }),
-                Payload::Logs(l) => self.logs.clone().export(l.clone()).await.map(|r| {
-                    r.into_inner()
-                        .partial_success
-                        .map_or(0, |p| p.rejected_log_records.max(0) as u64)
-                }),
+            let body = batch.body().clone();
+            let result = match batch.payload().signal() {
+                Signal::Traces => self
+                    .call::<ExportTraceServiceResponse>(TRACE_SERVICE, body)
+                    .await
+                    .map(|r| {
+                        r.partial_success
+                            .map_or(0, |p| p.rejected_spans.max(0) as u64)
+                    }),
+                Signal::Logs => self
+                    .call::<ExportLogsServiceResponse>(LOGS_SERVICE, body)
+                    .await
+                    .map(|r| {
+                        r.partial_success
+                            .map_or(0, |p| p.rejected_log_records.max(0) as u64)
+                    }),
             };
             result.map_err(|status| {
                 let message = format!("{:?}: {}", status.code(), status.message());
@@ -66,6 +95,17 @@ impl Exporter for OtlpGrpcExporter {
         })
     }
 }
+
+/// The OTLP trace service and its `Export` method.
+const TRACE_SERVICE: (&str, &str) = (
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+);
+/// The OTLP logs service and its `Export` method.
+const LOGS_SERVICE: (&str, &str) = (
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+);
 
 /// Codes the OTLP specification lets a client retry.
 fn retryable(code: tonic::Code) -> bool {

@@ -1,16 +1,21 @@
 //! `otlphttp` (`otlp_http`): OTLP/HTTP protobuf to `<endpoint>/v1/traces` and
-//! `<endpoint>/v1/logs`, gzip on request.
+//! `<endpoint>/v1/logs`, gzip on request. The body is made once per batch
+//! ([`Exporter::prepare`]): the payload's own bytes, or their gzip compression; every attempt
+//! posts that same buffer.
 
 use std::io::Write as _;
 use std::time::Duration;
 
-use super::{ExportError, ExportFuture, Exporter};
+use bytes::Bytes;
+use weft_runtime::Signal;
+
+use super::{ExportError, ExportFuture, Exporter, Prepared};
 use crate::config::OtlpExporterConfig;
 use crate::pipeline::Payload;
 
 type HttpClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
+    http_body_util::Full<Bytes>,
 >;
 
 /// POSTs each batch. A timeout, a connection error and 429/502/503/504 are
@@ -39,19 +44,27 @@ impl OtlpHttpExporter {
         }
     }
 
-    async fn send(&self, batch: &Payload) -> Result<u64, ExportError> {
-        use prost::Message as _;
-        let (path, body) = match batch {
-            Payload::Traces(t) => ("/v1/traces", t.encode_to_vec()),
-            Payload::Logs(l) => ("/v1/logs", l.encode_to_vec()),
-        };
-        let body = if self.gzip {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&body)
-                .and_then(|_| e.finish())
-                .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))?
-        } else {
-            body
+    /// The body for `batch`: its protobuf bytes (shared, not copied), or gzip-compressed once.
+    fn encode(&self, batch: Payload) -> Result<Prepared, ExportError> {
+        if !self.gzip {
+            return Ok(Prepared::new(batch));
+        }
+        let mut e = flate2::write::GzEncoder::new(
+            Vec::with_capacity(batch.bytes().len() / 4),
+            flate2::Compression::fast(),
+        );
+        let body = e
+            .write_all(batch.bytes())
+            .and_then(|_| e.finish())
+            .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))?;
+        Ok(Prepared::with_body(batch, Bytes::from(body)))
+    }
+
+    /// One POST of the prepared body.
+    async fn send(&self, batch: &Prepared) -> Result<u64, ExportError> {
+        let path = match batch.payload().signal() {
+            Signal::Traces => "/v1/traces",
+            Signal::Logs => "/v1/logs",
         };
         let mut req = hyper::Request::post(format!("{}{path}", self.base))
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
@@ -59,7 +72,7 @@ impl OtlpHttpExporter {
             req = req.header(hyper::header::CONTENT_ENCODING, "gzip");
         }
         let req = req
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .body(http_body_util::Full::new(batch.body().clone()))
             .map_err(|e| ExportError::Permanent(e.to_string()))?;
         let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => return Err(ExportError::retryable("timed out")),
@@ -89,7 +102,58 @@ impl OtlpHttpExporter {
 }
 
 impl Exporter for OtlpHttpExporter {
-    fn export<'a>(&'a self, batch: &'a Payload) -> ExportFuture<'a> {
+    fn prepare(&self, batch: Payload) -> Result<Prepared, ExportError> {
+        self.encode(batch)
+    }
+
+    fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
         Box::pin(self.send(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+
+    fn logs() -> Payload {
+        Payload::from_logs(&ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); 4],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .expect("valid logs")
+    }
+
+    fn exporter(gzip: bool) -> OtlpHttpExporter {
+        OtlpHttpExporter::new(&OtlpExporterConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            gzip,
+            ..OtlpExporterConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_body_is_the_payloads_own_buffer_or_its_gzip_made_once() {
+        let payload = logs();
+        let plain = exporter(false).prepare(payload.clone()).expect("prepared");
+        assert_eq!(plain.body().as_ptr(), payload.bytes().as_ptr(), "no copy");
+
+        let gzipped = exporter(true).prepare(payload.clone()).expect("prepared");
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gzipped.body()[..])
+            .read_to_end(&mut out)
+            .expect("gzip");
+        assert_eq!(&out[..], &payload.bytes()[..]);
+        // Every attempt posts the same prepared buffer.
+        assert_eq!(gzipped.clone().body().as_ptr(), gzipped.body().as_ptr());
     }
 }

@@ -1,5 +1,8 @@
 //! The OTLP/HTTP receiver (`POST /v1/traces`, `POST /v1/logs`; protobuf or JSON; gzip), on
 //! hyper's HTTP/1.1 ([`weft_runtime::net`]).
+//!
+//! A protobuf body is validated into the payload as it is (no decode, no copy of the body);
+//! an OTLP/JSON body is parsed into the prost type and encoded once. Malformed OTLP is a 400.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -186,7 +189,7 @@ impl OtlpHttp {
         } else {
             body
         };
-        let payload = match decode(&pipeline, &body, enc) {
+        let payload = match decode(&pipeline, body, enc) {
             Ok(p) => p,
             Err(message) => return error(StatusCode::BAD_REQUEST, 3, message, enc),
         };
@@ -227,20 +230,22 @@ impl OtlpHttp {
     }
 }
 
-fn decode(pipeline: &Pipeline, body: &[u8], enc: Encoding) -> Result<Payload, String> {
+/// The request `body` as a payload of the pipeline's signal. Protobuf is validated as it is,
+/// never decoded (the body's buffer becomes the payload's); OTLP/JSON is parsed into the prost
+/// type and encoded once. The error is the message of the 400.
+fn decode(pipeline: &Pipeline, body: Bytes, enc: Encoding) -> Result<Payload, String> {
     use weft_runtime::Signal;
+    let invalid = |e: weft_runtime::WireError| ConsumeError::Invalid(e.to_string()).to_string();
+    let json = |e: serde_json::Error| format!("invalid OTLP/JSON: {e}");
     match (pipeline.signal, enc) {
-        (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(body)
-            .map(Payload::Traces)
-            .map_err(|e| format!("invalid protobuf: {e}")),
-        (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(body)
-            .map(Payload::Logs)
-            .map_err(|e| format!("invalid protobuf: {e}")),
-        (Signal::Traces, Encoding::Json) => serde_json::from_slice(body)
-            .map(Payload::Traces)
-            .map_err(|e| format!("invalid OTLP/JSON: {e}")),
-        (Signal::Logs, Encoding::Json) => serde_json::from_slice(body)
-            .map(Payload::Logs)
-            .map_err(|e| format!("invalid OTLP/JSON: {e}")),
+        (signal, Encoding::Protobuf) => Payload::from_protobuf(signal, body).map_err(invalid),
+        (Signal::Traces, Encoding::Json) => {
+            let req: ExportTraceServiceRequest = serde_json::from_slice(&body).map_err(json)?;
+            Payload::from_traces(&req).map_err(invalid)
+        }
+        (Signal::Logs, Encoding::Json) => {
+            let req: ExportLogsServiceRequest = serde_json::from_slice(&body).map_err(json)?;
+            Payload::from_logs(&req).map_err(invalid)
+        }
     }
 }
