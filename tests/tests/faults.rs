@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use weft_runtime::{
     CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind,
 };
+use weft_runtime::OtlpData;
 use weft_tests::{fixture, guests, host_with_cache};
 
 fn traces() -> ExportTraceServiceRequest {
@@ -19,12 +20,22 @@ fn traces() -> ExportTraceServiceRequest {
 }
 
 fn load(host: &PluginHost, config: serde_json::Value, policy: FailPolicy) -> Plugin {
+    load_from(host, guests::FAULT, config, policy)
+}
+
+/// The fault fixture at `path` (`guests::FAULT`, batch ABI; `guests::TYPED_FAULT`, typed).
+fn load_from(
+    host: &PluginHost,
+    path: &str,
+    config: serde_json::Value,
+    policy: FailPolicy,
+) -> Plugin {
     let mut settings = PluginSettings::new("fault");
     settings.config = config;
     settings.fail_policy = policy;
     settings.deadline = Duration::from_millis(50);
     settings.memory_cap = 16 << 20;
-    host.load_file(guests::FAULT.as_ref(), settings)
+    host.load_file(path.as_ref(), settings)
         .expect("load fault plugin")
 }
 
@@ -204,24 +215,46 @@ fn fail_open_passes_failed_batches_on_unchanged() {
     assert_eq!(report.items_in, 3);
     assert_eq!(report.items_out, 3);
     assert_eq!(
-        report.failed_batches, 2,
-        "two scopes, two batches, both trapped"
+        report.failed_batches, 1,
+        "the batch ABI: one request, one call, trapped"
     );
     let m = plugin.metrics();
-    assert_eq!(m.failed_open.load(Ordering::Relaxed), 2);
+    assert_eq!(m.failed_open.load(Ordering::Relaxed), 1);
     assert_eq!(m.failed_closed.load(Ordering::Relaxed), 0);
-    assert_eq!(m.trap_counter(TrapKind::Panic).load(Ordering::Relaxed), 2);
+    assert_eq!(m.trap_counter(TrapKind::Panic).load(Ordering::Relaxed), 1);
 }
 
 #[test]
 fn fail_closed_drops_failed_batches_and_counts_them() {
     let host = host();
+    // The batch ABI: the call is the whole request, so fail-closed drops all of it.
     let plugin = load(
         &host,
         serde_json::json!({"fault": "error", "times": 1}),
         FailPolicy::Closed,
     );
     let (out, report) = plugin.process(traces()).expect("valid OTLP");
+    assert_eq!(report.failed_batches, 1);
+    assert_eq!(report.failed_items_dropped, 3);
+    assert_eq!(report.items_out, 0);
+    assert!(out.resource_spans.is_empty(), "{out:?}");
+    let m = plugin.metrics();
+    assert_eq!(m.failed_closed.load(Ordering::Relaxed), 1);
+    assert_eq!(m.failed_closed_items.load(Ordering::Relaxed), 3);
+    assert_eq!(m.failed_open.load(Ordering::Relaxed), 0);
+    // The next request goes through (the fault fired once).
+    let (_, report) = plugin.process(traces()).expect("valid OTLP");
+    assert_eq!((report.failed_batches, report.items_out), (0, 3));
+
+    // Typed records: the call is one (resource, scope) batch. (A new host: the fault's shot
+    // counter lives in the plugin's key-value store, shared by name within one host.)
+    let typed = load_from(
+        &host_with_cache(None).expect("host"),
+        guests::TYPED_FAULT,
+        serde_json::json!({"fault": "error", "times": 1}),
+        FailPolicy::Closed,
+    );
+    let (out, report) = typed.process(traces()).expect("valid OTLP");
     // The first scope (2 spans) failed and was dropped; the second (1 span) went through.
     assert_eq!(report.failed_batches, 1);
     assert_eq!(report.failed_items_dropped, 2);
@@ -234,33 +267,53 @@ fn fail_closed_drops_failed_batches_and_counts_them() {
         .collect();
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].name, "pay");
-    let m = plugin.metrics();
+    let m = typed.metrics();
     assert_eq!(m.failed_closed.load(Ordering::Relaxed), 1);
     assert_eq!(m.failed_closed_items.load(Ordering::Relaxed), 2);
-    assert_eq!(m.failed_open.load(Ordering::Relaxed), 0);
 }
 
 #[test]
 fn malformed_guest_output_is_rejected_and_handled_by_the_fail_policy() {
     let host = host();
+    // The batch ABI: the guest answers with bytes that are not an OTLP request.
     let plugin = load(
         &host,
         serde_json::json!({"fault": "bad-tree"}),
         FailPolicy::Closed,
     );
     let (out, report) = plugin.process(traces()).expect("valid OTLP");
-    assert!(out.resource_spans.is_empty(), "both batches dropped");
-    assert_eq!(report.failed_batches, 2);
+    assert!(out.resource_spans.is_empty(), "the request was dropped");
+    assert_eq!(report.failed_batches, 1);
     assert_eq!(
         plugin.metrics().malformed_outputs.load(Ordering::Relaxed),
-        2
+        1
     );
-
     let strict = plugin.process_strict(traces()).expect_err("strict stops");
     assert!(
-        strict.to_string().contains("returned malformed output"),
+        strict.to_string().contains("returned malformed output")
+            && strict.to_string().contains("runs past the end"),
         "{strict}"
     );
+    // Fail-open passes the original on.
+    let open = load(
+        &host,
+        serde_json::json!({"fault": "bad-tree"}),
+        FailPolicy::Open,
+    );
+    let (out, _) = open.process(traces()).expect("valid OTLP");
+    assert_eq!(out, traces());
+
+    // Typed records: a nested value whose child index points backwards.
+    let typed = load_from(
+        &host,
+        guests::TYPED_FAULT,
+        serde_json::json!({"fault": "bad-tree"}),
+        FailPolicy::Closed,
+    );
+    let (out, report) = typed.process(traces()).expect("valid OTLP");
+    assert!(out.resource_spans.is_empty(), "both batches dropped");
+    assert_eq!(report.failed_batches, 2);
+    let strict = typed.process_strict(traces()).expect_err("strict stops");
     assert!(strict.to_string().contains("not after it"), "{strict}");
 }
 
@@ -304,8 +357,8 @@ fn the_host_serves_other_plugins_while_one_loops() {
     }
     let report = t.join().expect("thread").expect("valid OTLP");
     assert_eq!(
-        report.failed_batches, 2,
-        "both batches hit the deadline and were passed on"
+        report.failed_batches, 1,
+        "the request hit the deadline and was passed on"
     );
 }
 
