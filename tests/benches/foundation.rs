@@ -129,9 +129,16 @@ fn pii_mask_batch(c: &mut Criterion) {
         .flat_map(|(a, b)| a.attributes.iter().zip(&b.attributes))
         .filter(|(a, b)| a.value != b.value)
         .count() as u64;
-    assert_eq!(masked_native, (SPANS * 5) as u64, "5 PII attributes per span");
+    assert_eq!(
+        masked_native,
+        (SPANS * 5) as u64,
+        "5 PII attributes per span"
+    );
     assert_eq!(masked_views, masked_native, "views mask what records do");
-    assert_eq!(masked_component, masked_native, "the component masks the same");
+    assert_eq!(
+        masked_component, masked_native,
+        "the component masks the same"
+    );
 
     let mut g = c.benchmark_group("pii_mask_batch");
     g.throughput(criterion::Throughput::Elements(SPANS as u64));
@@ -160,12 +167,28 @@ fn pii_mask_batch(c: &mut Criterion) {
 fn abi(c: &mut Criterion) {
     let req = pb_request();
     let data = OtlpData::from_traces(&req).expect("valid");
-    let typed = plugin(guests::TYPED_FAULT, "typed-noop", serde_json::json!({"fault": "none"}));
+    let typed = plugin(
+        guests::TYPED_FAULT,
+        "typed-noop",
+        serde_json::json!({"fault": "none"}),
+    );
     let batch = host_batch(&req);
     let noop = plugin(guests::FAULT, "noop", serde_json::json!({"fault": "none"}));
-    let rewrite = plugin(guests::FAULT, "rewrite", serde_json::json!({"fault": "rewrite"}));
-    let records = plugin(guests::FAULT, "records", serde_json::json!({"fault": "records"}));
-    let sampler = plugin(guests::SAMPLER, "sampler", serde_json::json!({"percentage": 50}));
+    let rewrite = plugin(
+        guests::FAULT,
+        "rewrite",
+        serde_json::json!({"fault": "rewrite"}),
+    );
+    let records = plugin(
+        guests::FAULT,
+        "records",
+        serde_json::json!({"fault": "records"}),
+    );
+    let sampler = plugin(
+        guests::SAMPLER,
+        "sampler",
+        serde_json::json!({"percentage": 50}),
+    );
     let enrich = plugin(
         guests::CLOUD_ENRICH,
         "cloud-enrich",
@@ -200,7 +223,9 @@ fn abi(c: &mut Criterion) {
         })
     });
     g.bench_function("validate_request", |b| {
-        b.iter(|| OtlpData::from_protobuf(weft_runtime::Signal::Traces, data.bytes().clone()).expect("ok"))
+        b.iter(|| {
+            OtlpData::from_protobuf(weft_runtime::Signal::Traces, data.bytes().clone()).expect("ok")
+        })
     });
     g.finish();
 }

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use weft_runtime::OtlpData;
 use weft_runtime::{
     CallError, FailPolicy, LoadError, Plugin, PluginHost, PluginSettings, TrapKind,
 };
-use weft_runtime::OtlpData;
 use weft_tests::{fixture, guests, host_with_cache};
 
 fn traces() -> ExportTraceServiceRequest {

@@ -17,8 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use weft_runtime::convert;
 use prost::Message as _;
+use weft_runtime::convert;
 use weft_runtime::wire;
 use weft_runtime::{Plugin, PluginSettings};
 use weft_tests::{guests, host_with_cache};
