@@ -52,30 +52,28 @@ fn walk(
             continue;
         };
         match ty {
-            Ty::Str => {
-                if std::str::from_utf8(content).is_err() {
-                    return Err(WireError::new(
-                        field.content,
-                        format!("{}.{name} is not valid UTF-8", kind.name()),
-                    ));
-                }
+            Ty::Str if std::str::from_utf8(content).is_err() => {
+                return Err(WireError::new(
+                    field.content,
+                    format!("{}.{name} is not valid UTF-8", kind.name()),
+                ));
             }
-            Ty::Id { len, optional } => {
-                if content.len() != len && !(optional && content.is_empty()) {
-                    let expected = if optional {
-                        format!("0 or {len}")
-                    } else {
-                        len.to_string()
-                    };
-                    return Err(WireError::new(
-                        field.content,
-                        format!(
-                            "{}.{name} must be {expected} bytes, got {}",
-                            kind.name(),
-                            content.len()
-                        ),
-                    ));
-                }
+            Ty::Id { len, optional }
+                if content.len() != len && !(optional && content.is_empty()) =>
+            {
+                let expected = if optional {
+                    format!("0 or {len}")
+                } else {
+                    len.to_string()
+                };
+                return Err(WireError::new(
+                    field.content,
+                    format!(
+                        "{}.{name} must be {expected} bytes, got {}",
+                        kind.name(),
+                        content.len()
+                    ),
+                ));
             }
             Ty::Msg(child) => {
                 if kind.items_field() == Some(field.number)

@@ -194,7 +194,7 @@ impl<'a> Iterator for Fields<'a> {
 /// Bytes a varint of `v` takes.
 #[inline]
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Writes protobuf. Scalars equal to their default are the caller's to skip (the `*_field`
