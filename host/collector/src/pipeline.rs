@@ -90,7 +90,8 @@ impl From<weft_runtime::WireError> for ConsumeError {
 pub struct PipelineStats {
     /// Items received from clients.
     pub received: AtomicU64,
-    /// Items refused (malformed, or queue full).
+    /// Items refused (malformed, or queue full). A request the receiver's validation refuses
+    /// never reaches the pipeline and counts nothing: its items cannot be counted.
     pub refused: AtomicU64,
     /// Items handed to exporters (counted once per exporter).
     pub queued: AtomicU64,
