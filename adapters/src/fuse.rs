@@ -82,12 +82,15 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
 /// Names the world a non-filter component targets, from what it exports.
 fn world_of(component_exports: &[String], main: &Module) -> String {
     let has = |iface: &str| component_exports.iter().any(|e| e.starts_with(iface));
-    let spans = has("weft:plugin/spans@");
-    let logs = has("weft:plugin/logs@");
-    match (spans, logs) {
-        (true, true) => "weft:plugin/otlp-processor@0.2.0".into(),
-        (true, false) => "weft:plugin/span-processor@0.2.0".into(),
-        (false, true) => "weft:plugin/log-transform@0.2.0".into(),
+    let batch = (has("weft:plugin/otlp-traces@"), has("weft:plugin/otlp-logs@"));
+    let typed = (has("weft:plugin/spans@"), has("weft:plugin/logs@"));
+    match (batch, typed) {
+        ((true, true), _) => "weft:plugin/otlp-processor@0.2.0".into(),
+        ((true, false), _) => "weft:plugin/span-processor@0.2.0".into(),
+        ((false, true), _) => "weft:plugin/log-transform@0.2.0".into(),
+        (_, (true, true)) => "weft:plugin/typed-otlp-processor@0.2.0".into(),
+        (_, (true, false)) => "weft:plugin/typed-span-processor@0.2.0".into(),
+        (_, (false, true)) => "weft:plugin/typed-log-transform@0.2.0".into(),
         _ if main.has_export("_start") || has("wasi:cli/run@") => {
             "wasi:cli/command (a program, not a plugin)".into()
         }

@@ -351,8 +351,8 @@ fn guest_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
         .lines()
         .filter(|l| l.contains("fault: hello from"))
         .collect();
-    // Two batches (two scopes), one stdout and one stderr line each.
-    assert_eq!(lines.len(), 4, "{log}");
+    // One request, one call (the batch ABI): one stdout and one stderr line.
+    assert_eq!(lines.len(), 2, "{log}");
     for line in &lines {
         assert!(
             line.contains("plugin=\"guest_fault\""),
