@@ -82,7 +82,10 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
 /// Names the world a non-filter component targets, from what it exports.
 fn world_of(component_exports: &[String], main: &Module) -> String {
     let has = |iface: &str| component_exports.iter().any(|e| e.starts_with(iface));
-    let batch = (has("weft:plugin/otlp-traces@"), has("weft:plugin/otlp-logs@"));
+    let batch = (
+        has("weft:plugin/otlp-traces@"),
+        has("weft:plugin/otlp-logs@"),
+    );
     let typed = (has("weft:plugin/spans@"), has("weft:plugin/logs@"));
     match (batch, typed) {
         ((true, true), _) => "weft:plugin/otlp-processor@0.2.0".into(),
