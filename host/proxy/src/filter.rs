@@ -282,7 +282,7 @@ impl Filter {
         &self.inner.core.settings
     }
 
-    /// SHA-256 of the component, hex.
+    /// The component's content key: BLAKE3 of its bytes, hex (the artifact cache's key).
     pub fn digest(&self) -> &str {
         &self.inner.digest
     }
