@@ -211,7 +211,10 @@ impl Edits {
             return None;
         }
         let mut out = Encoder::with_capacity(input.len() + 64);
-        self.write(input, root, 0, input.len(), &mut out);
+        // The edited offsets, sorted, for "is anything inside this range edited?" by binary
+        // search (a BTreeMap range query per message cost more than the copying).
+        let keys: Vec<u32> = self.by_offset.keys().copied().collect();
+        self.write(input, &keys, root, 0, input.len(), &mut out);
         Some(out.buf)
     }
 
@@ -223,15 +226,22 @@ impl Edits {
         }
     }
 
-    fn touched(&self, start: usize, end: usize) -> bool {
-        self.by_offset
-            .range(start as u32..end.max(start + 1) as u32)
-            .next()
-            .is_some()
+    /// Whether an edited message starts in `start..end` (`keys`: the edited offsets, sorted).
+    fn touched(keys: &[u32], start: usize, end: usize) -> bool {
+        let i = keys.partition_point(|&k| (k as usize) < start);
+        i < keys.len() && (keys[i] as usize) < end.max(start + 1)
     }
 
     /// Writes the content of message `kind` at `input[start..end]`; `false` when it is left out.
-    fn write(&self, input: &[u8], kind: Kind, start: usize, end: usize, out: &mut Encoder) -> bool {
+    fn write(
+        &self,
+        input: &[u8],
+        keys: &[u32],
+        kind: Kind,
+        start: usize,
+        end: usize,
+        out: &mut Encoder,
+    ) -> bool {
         let own = self.by_offset.get(&(start as u32));
         if own.is_some_and(|e| e.drop) {
             return false;
@@ -240,7 +250,7 @@ impl Edits {
             out.raw(content);
             return true;
         }
-        if !self.touched(start, end) {
+        if !Self::touched(keys, start, end) {
             out.raw(&input[start..end]);
             return true;
         }
@@ -267,12 +277,14 @@ impl Edits {
             };
             let is_item = items_field == Some(f.number);
             items_in += u32::from(is_item);
-            if !self.touched(f.content, f.end) {
+            if !Self::touched(keys, f.content, f.end) {
                 out.raw(&input[f.start..f.end]);
                 items_out += u32::from(is_item);
                 continue;
             }
-            if out.nested(f.number, |o| self.write(input, child, f.content, f.end, o)) {
+            if out.nested(f.number, |o| {
+                self.write(input, keys, child, f.content, f.end, o)
+            }) {
                 items_out += u32::from(is_item);
             }
         }
