@@ -689,18 +689,21 @@ impl Plugin {
                 })?
             }
         };
-        out.map_err(|e| {
-            self.inner
-                .core
-                .shared
-                .metrics
-                .malformed_outputs
-                .fetch_add(1, Ordering::Relaxed);
-            CallError::MalformedOutput {
-                plugin: self.name().to_string(),
-                message: e.to_string(),
-            }
-        })
+        out.map_err(|e| self.malformed(e.to_string()))
+    }
+
+    /// Counts a malformed output and makes its error (both ABIs).
+    fn malformed(&self, message: String) -> CallError {
+        self.inner
+            .core
+            .shared
+            .metrics
+            .malformed_outputs
+            .fetch_add(1, Ordering::Relaxed);
+        CallError::MalformedOutput {
+            plugin: self.name().to_string(),
+            message,
+        }
     }
 
     /// What a batch-ABI call returned, as the request to pass on and its item count (for the
@@ -744,18 +747,8 @@ impl Plugin {
             let n = R::batch_items(&batch);
             report.items_in += n;
             let converted = R::call(self, &batch).and_then(|b| {
-                R::batch_to_pb(b, resource.as_ref(), R::scope_present(&original)).map_err(|e| {
-                    self.inner
-                        .core
-                        .shared
-                        .metrics
-                        .malformed_outputs
-                        .fetch_add(1, Ordering::Relaxed);
-                    CallError::MalformedOutput {
-                        plugin: self.name().to_string(),
-                        message: e.to_string(),
-                    }
-                })
+                R::batch_to_pb(b, resource.as_ref(), R::scope_present(&original))
+                    .map_err(|e| self.malformed(e.to_string()))
             });
             let group = match converted {
                 Ok(group) => group,
