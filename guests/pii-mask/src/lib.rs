@@ -89,6 +89,8 @@ struct Tally {
     emails: u64,
     /// Matches of each extra pattern, by index; empty until one matches (no allocation).
     extra: Vec<u64>,
+    /// Scratch for the detectors' hits, reused from string to string.
+    hits: Vec<Hit>,
 }
 
 impl Tally {
@@ -298,13 +300,15 @@ impl Masker {
     /// The masked copy of `s`, or `None` when nothing in it is masked (no allocation then);
     /// counts it (if changed) and its matches by detector in `tally`.
     fn masked(&self, s: &str, tally: &mut Tally) -> Option<String> {
-        let mut hits = Vec::new();
+        let mut hits = std::mem::take(&mut tally.hits);
+        hits.clear();
         self.detectors.find(s.as_bytes(), &mut hits);
         let mut out = if hits.is_empty() {
             None
         } else {
             self.apply(s, &hits, tally)
         };
+        tally.hits = hits;
         let count = self.patterns.len();
         for (i, pattern) in self.patterns.iter().enumerate() {
             let current = out.as_deref().unwrap_or(s);
@@ -380,7 +384,13 @@ impl Masker {
         tally: &mut Tally,
     ) {
         for kv in owner.attributes() {
-            if let Some(masked) = self.masked_view_value(kv.value(), tally) {
+            let value = kv.value();
+            if let ValueRef::Str(s) = value.get() {
+                // The common case, without an owned value in between.
+                if let Some(m) = self.masked(s, tally) {
+                    edits.set_str(&kv, &m);
+                }
+            } else if let Some(masked) = self.masked_view_value(value, tally) {
                 edits.set_value(&kv, masked);
             }
         }

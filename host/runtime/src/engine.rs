@@ -12,6 +12,10 @@ use wasmtime::{Config, Engine};
 
 use crate::error::LoadError;
 
+/// Bytes of a linear memory that stay resident when its pool slot is freed (reset by memset,
+/// not madvise): see [`WeftEngine::new`].
+const SLOT_KEEP_RESIDENT: usize = 1 << 20;
+
 /// How often the epoch advances. CPU deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -109,6 +113,11 @@ impl WeftEngine {
         // Guest stacks: enough for real plugins, small enough that runaway recursion traps fast.
         config.max_wasm_stack(1 << 20);
         config.consume_fuel(settings.fuel);
+        // `WEFT_PROFILER=perfmap`: guest functions by name in `perf record` / `perf report`
+        // (wasmtime writes /tmp/perf-<pid>.map), for plugin authors and for us.
+        if std::env::var("WEFT_PROFILER").is_ok_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if settings.pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
             pool.total_component_instances(settings.max_instances);
@@ -119,6 +128,15 @@ impl WeftEngine {
             pool.max_memory_size(settings.max_memory as usize);
             pool.max_memories_per_component(4);
             pool.max_tables_per_component(16);
+            // Resetting a slot for its next instance: with PAGEMAP_SCAN (Linux 6.7+) wasmtime
+            // finds the pages an instance dirtied and zeroes those with memset, up to the
+            // keep-resident budget, instead of madvise-ing the slot (a syscall, a TLB flush on
+            // every core, and a page fault per page on next use). The budget bounds what an
+            // idle slot keeps resident; decommits that are still needed are batched.
+            pool.pagemap_scan(wasmtime::Enabled::Auto);
+            pool.linear_memory_keep_resident(SLOT_KEEP_RESIDENT);
+            pool.table_keep_resident(64 << 10);
+            pool.decommit_batch_size(8);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;

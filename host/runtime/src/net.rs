@@ -72,6 +72,8 @@ pub async fn serve_connections<M, H, F, B>(
                         continue;
                     }
                 };
+                // Answers leave when written, not after the client's delayed ACK (Nagle).
+                let _ = stream.set_nodelay(true);
                 let info = ConnectionInfo {
                     id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
                     peer,

@@ -2,34 +2,111 @@
 //! offset), then applied in one pass that copies every untouched message as a byte range and
 //! re-encodes only the messages on the way to a change.
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 
 use crate::schema::{Kind, Ty};
 use crate::value::{AnyValue, encode_key_value};
 use crate::view::{HasAttributes, KeyValue, LogRecord, ResourceLogs, ResourceSpans, Span, View};
 use crate::wire::{Encoder, Fields, Wire};
 
+/// A field replaced in a message: its number and its encoding (key included; empty: removed),
+/// a range of [`Edits::arena`].
+#[derive(Debug, Clone, Copy)]
+struct SetField {
+    number: u32,
+    start: u32,
+    end: u32,
+}
+
+/// The fields set in one message: up to two inline (a replaced attribute value, a status, a
+/// severity and its text), more in [`Extra::sets`]. In the order they were set; one per number.
+#[derive(Debug, Default, Clone)]
+struct SetList([Option<SetField>; 2]);
+
+/// The rarer changes to one message, kept out of line so that the common edit stays small.
+#[derive(Debug, Default, Clone)]
+struct Extra {
+    /// Fields set beyond the two of [`SetList`].
+    sets: Vec<SetField>,
+    /// Attributes added at the end of field `.0`, by key (a later set of the same key wins).
+    added: Vec<(u32, String, AnyValue)>,
+    /// For a `ResourceSpans` / `ResourceLogs` without a resource: attributes of a new one.
+    new_resource: Vec<(String, AnyValue)>,
+}
+
 /// Changes to one message.
 #[derive(Debug, Default, Clone)]
 struct MsgEdit {
     /// Leave the message out.
     drop: bool,
-    /// Fields replaced: every occurrence of the number is left out and the encoded field (key
-    /// included; empty: removed) is written where the first one was, or at the end.
-    set: Vec<(u32, Vec<u8>)>,
-    /// Attributes added at the end of field `.0`, by key (a later set of the same key wins).
-    added: Vec<(u32, String, AnyValue)>,
-    /// For a `ResourceSpans` / `ResourceLogs` without a resource: attributes of a new one.
-    new_resource: Vec<(String, AnyValue)>,
-    /// The message's new content, written instead of the old (other edits to it are moot).
-    replace: Option<Vec<u8>>,
+    /// Fields replaced: every occurrence of the number is left out and the encoded field is
+    /// written where the first one was, or at the end.
+    set: SetList,
+    /// The message's new content (a range of the arena), written instead of the old (other
+    /// edits to it are moot).
+    replace: Option<Range<u32>>,
+    /// Added attributes, a new resource, more sets.
+    extra: Option<Box<Extra>>,
+}
+
+impl MsgEdit {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Sets field `f.number`, replacing an earlier set of it.
+    fn put(&mut self, f: SetField) {
+        let more = self
+            .extra
+            .as_deref_mut()
+            .map(|x| &mut x.sets[..])
+            .unwrap_or(&mut []);
+        if let Some(slot) = self
+            .set
+            .0
+            .iter_mut()
+            .flatten()
+            .chain(more.iter_mut())
+            .find(|s| s.number == f.number)
+        {
+            *slot = f;
+            return;
+        }
+        match self.set.0.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(f),
+            None => self.extra().sets.push(f),
+        }
+    }
+
+    /// The fields set, in order.
+    fn sets(&self) -> impl Iterator<Item = &SetField> {
+        let more = self.extra.as_deref().map(|x| &x.sets[..]).unwrap_or(&[]);
+        self.set.0.iter().flatten().chain(more.iter())
+    }
+
+    fn added(&self) -> &[(u32, String, AnyValue)] {
+        self.extra.as_deref().map(|x| &x.added[..]).unwrap_or(&[])
+    }
+
+    fn new_resource(&self) -> &[(String, AnyValue)] {
+        self.extra
+            .as_deref()
+            .map(|x| &x.new_resource[..])
+            .unwrap_or(&[])
+    }
 }
 
 /// What a plugin changes in one request. Views name what to change; [`Edits::apply`] writes the
 /// new request. Changing nothing costs nothing: the host keeps the input as it was.
+///
+/// Edits cost no allocation each: they are kept in offset order (plugins edit in the order they
+/// read, so an edit is usually an append) and new encodings go into one buffer.
 #[derive(Debug, Default, Clone)]
 pub struct Edits {
-    by_offset: BTreeMap<u32, MsgEdit>,
+    /// The edited messages by offset, sorted.
+    msgs: Vec<(u32, MsgEdit)>,
+    /// The encodings that edits refer to.
+    arena: Vec<u8>,
     replaced: Option<Vec<u8>>,
 }
 
@@ -41,11 +118,44 @@ impl Edits {
 
     /// Whether nothing was changed.
     pub fn is_empty(&self) -> bool {
-        self.by_offset.is_empty() && self.replaced.is_none()
+        self.msgs.is_empty() && self.replaced.is_none()
     }
 
     fn at<'a>(&mut self, v: &impl View<'a>) -> &mut MsgEdit {
-        self.by_offset.entry(v.msg().start() as u32).or_default()
+        let offset = v.msg().start() as u32;
+        let i = match self.msgs.last() {
+            Some((last, _)) if *last == offset => self.msgs.len() - 1,
+            Some((last, _)) if *last > offset => {
+                match self.msgs.binary_search_by_key(&offset, |(o, _)| *o) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        self.msgs.insert(i, (offset, MsgEdit::default()));
+                        i
+                    }
+                }
+            }
+            _ => {
+                self.msgs.push((offset, MsgEdit::default()));
+                self.msgs.len() - 1
+            }
+        };
+        &mut self.msgs[i].1
+    }
+
+    /// Encodes with `f` into the arena; returns the range written.
+    fn encode(&mut self, f: impl FnOnce(&mut Encoder)) -> Range<u32> {
+        let mut e = Encoder {
+            buf: std::mem::take(&mut self.arena),
+        };
+        let start = e.buf.len() as u32;
+        f(&mut e);
+        let end = e.buf.len() as u32;
+        self.arena = e.buf;
+        start..end
+    }
+
+    fn bytes(&self, r: &Range<u32>) -> &[u8] {
+        &self.arena[r.start as usize..r.end as usize]
     }
 
     /// Leaves out a span, a log record, an event, a link, an attribute or a whole resource or
@@ -57,13 +167,16 @@ impl Edits {
         }
     }
 
-    fn set_field<'a>(&mut self, v: &impl View<'a>, number: u32, encoded: Vec<u8>) {
+    fn set_field<'a>(&mut self, v: &impl View<'a>, number: u32, f: impl FnOnce(&mut Encoder)) {
         if !v.msg().is_present() {
             return;
         }
-        let e = self.at(v);
-        e.set.retain(|(n, _)| *n != number);
-        e.set.push((number, encoded));
+        let r = self.encode(f);
+        self.at(v).put(SetField {
+            number,
+            start: r.start,
+            end: r.end,
+        });
     }
 
     /// Sets attribute `key` of `owner` (a span, event, link, log record, resource or scope):
@@ -78,7 +191,7 @@ impl Edits {
         let value = value.into();
         let mut found = false;
         for kv in owner.attributes() {
-            if kv.key() == key {
+            if kv.key_is(key) {
                 if found {
                     self.drop(&kv);
                 } else {
@@ -89,8 +202,9 @@ impl Edits {
         }
         if !found && owner.msg().is_present() {
             let e = self.at(owner);
-            e.added.retain(|(_, k, _)| k != key);
-            e.added.push((A::ATTRIBUTES, key.to_string(), value));
+            let x = e.extra();
+            x.added.retain(|(_, k, _)| k != key);
+            x.added.push((A::ATTRIBUTES, key.to_string(), value));
         }
     }
 
@@ -111,23 +225,38 @@ impl Edits {
     /// Removes every attribute named `key` of `owner`.
     pub fn remove_attribute<'a, A: HasAttributes<'a>>(&mut self, owner: &A, key: &str) {
         for kv in owner.attributes() {
-            if kv.key() == key {
+            if kv.key_is(key) {
                 self.drop(&kv);
             }
         }
         if owner.msg().is_present() {
-            self.at(owner).added.retain(|(_, k, _)| k != key);
+            let e = self.at(owner);
+            if let Some(x) = e.extra.as_deref_mut() {
+                x.added.retain(|(_, k, _)| k != key);
+            }
         }
     }
 
     /// Replaces the value of one attribute (nested values included, as a whole).
     pub fn set_value(&mut self, kv: &KeyValue<'_>, value: impl Into<AnyValue>) {
-        let mut e = Encoder::default();
-        e.nested(2, |e| {
-            value.into().encode(e);
-            true
+        let value = value.into();
+        self.set_field(kv, 2, |e| {
+            e.nested(2, |e| {
+                value.encode(e);
+                true
+            });
         });
-        self.set_field(kv, 2, e.buf);
+    }
+
+    /// Replaces the value of one attribute with a string: [`Self::set_value`] without an owned
+    /// [`AnyValue`] in between.
+    pub fn set_str(&mut self, kv: &KeyValue<'_>, value: &str) {
+        self.set_field(kv, 2, |e| {
+            e.nested(2, |e| {
+                e.bytes_field(1, value.as_bytes());
+                true
+            });
+        });
     }
 
     /// Sets an attribute of the resource of `group` (a `ResourceSpans` or `ResourceLogs`),
@@ -143,55 +272,56 @@ impl Edits {
             self.set_attribute(&resource, key, value);
         } else {
             let e = self.at(group);
-            e.new_resource.retain(|(k, _)| k != key);
-            e.new_resource.push((key.to_string(), value.into()));
+            let x = e.extra();
+            x.new_resource.retain(|(k, _)| k != key);
+            x.new_resource.push((key.to_string(), value.into()));
         }
     }
 
     /// Renames a span.
     pub fn set_span_name(&mut self, span: &Span<'_>, name: &str) {
-        self.set_field(span, 5, str_field(5, name));
+        self.set_field(span, 5, |e| e.str_field(5, name));
     }
 
     /// Sets a span's W3C trace state.
     pub fn set_trace_state(&mut self, span: &Span<'_>, trace_state: &str) {
-        self.set_field(span, 3, str_field(3, trace_state));
+        self.set_field(span, 3, |e| e.str_field(3, trace_state));
     }
 
     /// Sets a span's status (code 0 unset, 1 ok, 2 error).
     pub fn set_status(&mut self, span: &Span<'_>, code: i32, message: &str) {
-        let mut e = Encoder::default();
-        e.nested(15, |e| {
-            e.str_field(2, message);
-            e.varint_field(3, code as u32 as u64);
-            true
+        self.set_field(span, 15, |e| {
+            e.nested(15, |e| {
+                e.str_field(2, message);
+                e.varint_field(3, code as u32 as u64);
+                true
+            });
         });
-        self.set_field(span, 15, e.buf);
     }
 
     /// Replaces a log record's body.
     pub fn set_body(&mut self, record: &LogRecord<'_>, body: impl Into<AnyValue>) {
-        let mut e = Encoder::default();
-        e.nested(5, |e| {
-            body.into().encode(e);
-            true
+        let body = body.into();
+        self.set_field(record, 5, |e| {
+            e.nested(5, |e| {
+                body.encode(e);
+                true
+            });
         });
-        self.set_field(record, 5, e.buf);
     }
 
     /// Sets a log record's severity.
     pub fn set_severity(&mut self, record: &LogRecord<'_>, number: i32, text: &str) {
-        let mut e = Encoder::default();
-        e.varint_field(2, number as u32 as u64);
-        self.set_field(record, 2, e.buf);
-        self.set_field(record, 3, str_field(3, text));
+        self.set_field(record, 2, |e| e.varint_field(2, number as u32 as u64));
+        self.set_field(record, 3, |e| e.str_field(3, text));
     }
 
     /// Replaces a whole message (a span, a log record, …) with `content`, the encoded fields of
     /// a message of the same type (what [`crate::Encoder`] writes; no key or length).
     pub fn replace<'a>(&mut self, v: &impl View<'a>, content: Vec<u8>) {
         if v.msg().is_present() {
-            self.at(v).replace = Some(content);
+            let r = self.encode(|e| e.raw(&content));
+            self.at(v).replace = Some(r);
         }
     }
 
@@ -207,14 +337,14 @@ impl Edits {
         if let Some(r) = &self.replaced {
             return Some(r.clone());
         }
-        if self.by_offset.is_empty() {
+        if self.msgs.is_empty() {
             return None;
         }
-        let mut out = Encoder::with_capacity(input.len() + 64);
-        // The edited offsets, sorted, for "is anything inside this range edited?" by binary
-        // search (a BTreeMap range query per message cost more than the copying).
-        let keys: Vec<u32> = self.by_offset.keys().copied().collect();
-        self.write(input, &keys, root, 0, input.len(), &mut out);
+        let mut out = Encoder::with_capacity(input.len() + self.arena.len() + 64);
+        // Messages are visited in offset order, and so are the edits: one cursor over them
+        // answers "is anything inside this range edited?" and "is this message edited?".
+        let mut cursor = 0;
+        self.write(input, &mut cursor, root, 0, input.len(), &mut out);
         Some(out.buf)
     }
 
@@ -226,31 +356,42 @@ impl Edits {
         }
     }
 
-    /// Whether an edited message starts in `start..end` (`keys`: the edited offsets, sorted).
-    fn touched(keys: &[u32], start: usize, end: usize) -> bool {
-        let i = keys.partition_point(|&k| (k as usize) < start);
-        i < keys.len() && (keys[i] as usize) < end.max(start + 1)
+    /// Whether an edited message starts in `start..end`. `cursor` is the first edit not
+    /// before the messages visited so far; `start` never decreases from call to call.
+    fn touched(&self, cursor: &mut usize, start: usize, end: usize) -> bool {
+        while *cursor < self.msgs.len() && (self.msgs[*cursor].0 as usize) < start {
+            *cursor += 1;
+        }
+        *cursor < self.msgs.len() && (self.msgs[*cursor].0 as usize) < end.max(start + 1)
+    }
+
+    /// The edit of the message at `start`, if any (`cursor` as for [`Self::touched`]).
+    fn own(&self, cursor: &mut usize, start: usize) -> Option<&MsgEdit> {
+        self.touched(cursor, start, start + 1)
+            .then(|| &self.msgs[*cursor])
+            .filter(|(o, _)| *o as usize == start)
+            .map(|(_, e)| e)
     }
 
     /// Writes the content of message `kind` at `input[start..end]`; `false` when it is left out.
     fn write(
         &self,
         input: &[u8],
-        keys: &[u32],
+        cursor: &mut usize,
         kind: Kind,
         start: usize,
         end: usize,
         out: &mut Encoder,
     ) -> bool {
-        let own = self.by_offset.get(&(start as u32));
+        let own = self.own(cursor, start);
         if own.is_some_and(|e| e.drop) {
             return false;
         }
         if let Some(content) = own.and_then(|e| e.replace.as_ref()) {
-            out.raw(content);
+            out.raw(self.bytes(content));
             return true;
         }
-        if !Self::touched(keys, start, end) {
+        if !self.touched(cursor, start, end) {
             out.raw(&input[start..end]);
             return true;
         }
@@ -260,10 +401,10 @@ impl Edits {
         for f in Fields::new(input, start, end) {
             let Ok(f) = f else { break };
             if let Some(e) = own
-                && let Some(i) = e.set.iter().position(|(n, _)| *n == f.number)
+                && let Some((i, set)) = e.sets().enumerate().find(|(_, s)| s.number == f.number)
             {
                 if written_sets & (1 << i) == 0 {
-                    out.raw(&e.set[i].1);
+                    out.raw(&self.arena[set.start as usize..set.end as usize]);
                     written_sets |= 1 << i;
                 }
                 continue;
@@ -277,32 +418,32 @@ impl Edits {
             };
             let is_item = items_field == Some(f.number);
             items_in += u32::from(is_item);
-            if !Self::touched(keys, f.content, f.end) {
+            if !self.touched(cursor, f.content, f.end) {
                 out.raw(&input[f.start..f.end]);
                 items_out += u32::from(is_item);
                 continue;
             }
             if out.nested(f.number, |o| {
-                self.write(input, keys, child, f.content, f.end, o)
+                self.write(input, cursor, child, f.content, f.end, o)
             }) {
                 items_out += u32::from(is_item);
             }
         }
         if let Some(e) = own {
-            for (i, (_, encoded)) in e.set.iter().enumerate() {
+            for (i, set) in e.sets().enumerate() {
                 if written_sets & (1 << i) == 0 {
-                    out.raw(encoded);
+                    out.raw(&self.arena[set.start as usize..set.end as usize]);
                 }
             }
-            for (field, key, value) in &e.added {
+            for (field, key, value) in e.added() {
                 out.nested(*field, |o| {
                     encode_key_value(o, key, value);
                     true
                 });
             }
-            if !e.new_resource.is_empty() {
+            if !e.new_resource().is_empty() {
                 out.nested(1, |o| {
-                    for (key, value) in &e.new_resource {
+                    for (key, value) in e.new_resource() {
                         o.nested(1, |o| {
                             encode_key_value(o, key, value);
                             true
@@ -315,12 +456,6 @@ impl Edits {
         // A group whose items were all dropped goes too.
         !(items_in > 0 && items_out == 0)
     }
-}
-
-fn str_field(number: u32, s: &str) -> Vec<u8> {
-    let mut e = Encoder::default();
-    e.str_field(number, s);
-    e.buf
 }
 
 /// A resource group: `ResourceSpans` or `ResourceLogs`.

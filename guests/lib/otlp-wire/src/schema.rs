@@ -78,9 +78,61 @@ impl Ty {
     }
 }
 
+/// Every message type, in declaration order (`Kind as usize` indexes it).
+const KINDS: [Kind; 17] = {
+    use Kind::*;
+    [
+        TracesData,
+        ResourceSpans,
+        ScopeSpans,
+        Span,
+        Event,
+        Link,
+        Status,
+        LogsData,
+        ResourceLogs,
+        ScopeLogs,
+        LogRecord,
+        Resource,
+        Scope,
+        KeyValue,
+        AnyValue,
+        ArrayValue,
+        KeyValueList,
+    ]
+};
+
+/// One past the highest field number any OTLP message here has.
+const FIELDS: usize = 17;
+
+/// [`Kind::field`] for every kind and number, built at compile time: the lookup the validator
+/// and the edit log make for every field they read is one load.
+static TABLE: [[Option<(&str, Ty)>; FIELDS]; KINDS.len()] = {
+    let mut table = [[None; FIELDS]; KINDS.len()];
+    let mut k = 0;
+    while k < KINDS.len() {
+        let mut n = 0;
+        while n < FIELDS {
+            table[k][n] = KINDS[k].lookup(n as u32);
+            n += 1;
+        }
+        k += 1;
+    }
+    table
+};
+
 impl Kind {
     /// The field `number` of this message: its name (for errors) and type.
+    #[inline]
     pub fn field(self, number: u32) -> Option<(&'static str, Ty)> {
+        match TABLE[self as usize].get(number as usize) {
+            Some(f) => *f,
+            None => None,
+        }
+    }
+
+    /// The schema itself, as a `match` (what [`TABLE`] is built from).
+    const fn lookup(self, number: u32) -> Option<(&'static str, Ty)> {
         use Kind::*;
         use Ty::*;
         const TRACE_ID: Ty = Id {
@@ -223,6 +275,30 @@ impl Kind {
         match self {
             Kind::Span | Kind::Link => &[1, 2],
             _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_the_schema_and_kinds_are_in_declaration_order() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+            for n in 0..40 {
+                let want = if (n as usize) < FIELDS {
+                    k.lookup(n)
+                } else {
+                    None
+                };
+                assert_eq!(k.field(n), want, "{k:?}.{n}");
+                assert!(
+                    k.lookup(n).is_none() || (n as usize) < FIELDS,
+                    "{k:?}.{n}: raise FIELDS"
+                );
+            }
         }
     }
 }

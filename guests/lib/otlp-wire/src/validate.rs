@@ -52,7 +52,7 @@ fn walk(
             continue;
         };
         match ty {
-            Ty::Str if std::str::from_utf8(content).is_err() => {
+            Ty::Str if crate::wire::utf8(content).is_none() => {
                 return Err(WireError::new(
                     field.content,
                     format!("{}.{name} is not valid UTF-8", kind.name()),

@@ -62,7 +62,7 @@ impl<'a> Msg<'a> {
     }
 
     fn last(&self, number: u32) -> Option<Field<'a>> {
-        self.fields().filter(|f| f.number == number).last()
+        crate::wire::find_last(self.root, self.start as usize, self.end as usize, number)
     }
 
     fn child(&self, f: &Field<'a>) -> Msg<'a> {
@@ -88,7 +88,7 @@ impl<'a> Msg<'a> {
     }
 
     fn str_of(&self, number: u32) -> &'a str {
-        std::str::from_utf8(self.bytes_of(number)).unwrap_or("")
+        crate::wire::utf8(self.bytes_of(number)).unwrap_or("")
     }
 
     fn varint_of(&self, number: u32) -> u64 {
@@ -115,7 +115,7 @@ impl<'a> Msg<'a> {
     fn repeated<V: View<'a>>(&self, number: u32) -> Repeated<'a, V> {
         Repeated {
             parent: *self,
-            fields: Fields::new(self.root, self.start as usize, self.end as usize),
+            pos: self.start as usize,
             number,
             _view: std::marker::PhantomData,
         }
@@ -136,7 +136,7 @@ pub trait View<'a>: Copy {
 #[derive(Debug, Clone)]
 pub struct Repeated<'a, V> {
     parent: Msg<'a>,
-    fields: Fields<'a>,
+    pos: usize,
     number: u32,
     _view: std::marker::PhantomData<V>,
 }
@@ -146,13 +146,20 @@ impl<'a, V: View<'a>> Iterator for Repeated<'a, V> {
 
     #[inline]
     fn next(&mut self) -> Option<V> {
-        for f in self.fields.by_ref() {
-            let Ok(f) = f else { return None };
-            if f.number == self.number && matches!(f.value, Wire::Len(_)) {
-                return Some(V::from_msg(self.parent.child(&f)));
+        let p = self.parent;
+        loop {
+            let f = crate::wire::find_next(p.root, &mut self.pos, p.end as usize, self.number);
+            match f {
+                Some(f) if matches!(f.value, Wire::Len(_)) => {
+                    return Some(V::from_msg(p.child(&f)));
+                }
+                Some(_) => continue,
+                None => {
+                    self.pos = p.end as usize;
+                    return None;
+                }
             }
         }
-        None
     }
 }
 
@@ -222,7 +229,7 @@ pub trait HasAttributes<'a>: View<'a> {
     /// The value of the first attribute named `key`.
     fn attribute(&self, key: &str) -> Option<Value<'a>> {
         self.attributes()
-            .find(|kv| kv.key() == key)
+            .find(|kv| kv.key_is(key))
             .map(|kv| kv.value())
     }
 }
@@ -568,6 +575,11 @@ impl<'a> KeyValue<'a> {
     pub fn key(&self) -> &'a str {
         self.0.str_of(1)
     }
+    /// Whether the key is `key`: `kv.key() == key` without checking that the bytes are UTF-8
+    /// (what looking an attribute up costs per attribute passed over).
+    pub fn key_is(&self, key: &str) -> bool {
+        self.0.bytes_of(1) == key.as_bytes()
+    }
     /// The value (an empty `AnyValue` when absent).
     pub fn value(&self) -> Value<'a> {
         Value(self.0.message(2).unwrap_or_else(Msg::empty))
@@ -618,7 +630,7 @@ impl<'a> Value<'a> {
         let mut out = ValueRef::Empty;
         for f in self.0.fields() {
             out = match (f.number, f.value) {
-                (1, Wire::Len(b)) => ValueRef::Str(std::str::from_utf8(b).unwrap_or("")),
+                (1, Wire::Len(b)) => ValueRef::Str(crate::wire::utf8(b).unwrap_or("")),
                 (2, Wire::Varint(v)) => ValueRef::Bool(v != 0),
                 (3, Wire::Varint(v)) => ValueRef::Int(v as i64),
                 (4, Wire::I64(v)) => ValueRef::Double(f64::from_bits(v)),

@@ -78,23 +78,130 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// `b` as UTF-8, or `None`. ASCII, what telemetry strings mostly are, is checked 8 bytes at a
+/// time; `std::str::from_utf8` alone goes byte by byte through strings shorter than 16 bytes.
+#[inline]
+pub fn utf8(b: &[u8]) -> Option<&str> {
+    let mut chunks = b.chunks_exact(8);
+    let mut high = 0u64;
+    for c in &mut chunks {
+        high |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    }
+    let tail = chunks.remainder().iter().fold(0u8, |acc, &x| acc | x);
+    if high & 0x8080_8080_8080_8080 == 0 && tail < 0x80 {
+        // SAFETY: every byte is ASCII, and ASCII is UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).ok()
+}
+
 /// Reads a varint at `*pos`, advancing it. `None` when truncated or longer than 10 bytes.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for i in 0..10 {
-        let b = *buf.get(*pos)?;
+    // Keys, lengths and small numbers are one byte: that path is a load and a compare.
+    let b = *buf.get(*pos)?;
+    if b < 0x80 {
         *pos += 1;
+        return Some(u64::from(b));
+    }
+    read_varint_slow(buf, pos)
+}
+
+#[cold]
+#[inline(never)]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut at = *pos;
+    for i in 0..10 {
+        let b = *buf.get(at)?;
+        at += 1;
         if i == 9 && b > 1 {
             return None;
         }
         value |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
+            *pos = at;
             return Some(value);
         }
     }
     None
 }
+
+/// Reads the field at `*pos` of `buf` (the end of its message), advancing `*pos` past it;
+/// `None` when it is malformed ([`Fields`] then says how). The one decoding of a field that
+/// the validator, the views and the edit log all go through.
+#[inline(always)]
+fn read_field<'a>(buf: &'a [u8], pos: &mut usize) -> Option<Field<'a>> {
+    let start = *pos;
+    let mut p = start;
+    let key = read_varint(buf, &mut p)?;
+    let number = key >> 3;
+    if number == 0 || number > MAX_FIELD_NUMBER {
+        return None;
+    }
+    let (value, content, end) = match (key & 7) as u8 {
+        VARINT => {
+            let v = read_varint(buf, &mut p)?;
+            (Wire::Varint(v), p, p)
+        }
+        I64 => {
+            let b: [u8; 8] = buf.get(p..p.checked_add(8)?)?.try_into().ok()?;
+            (Wire::I64(u64::from_le_bytes(b)), p + 8, p + 8)
+        }
+        I32 => {
+            let b: [u8; 4] = buf.get(p..p.checked_add(4)?)?.try_into().ok()?;
+            (Wire::I32(u32::from_le_bytes(b)), p + 4, p + 4)
+        }
+        LEN => {
+            let len = usize::try_from(read_varint(buf, &mut p)?).ok()?;
+            let end = p.checked_add(len).filter(|&e| e <= buf.len())?;
+            (Wire::Len(&buf[p..end]), p, end)
+        }
+        _ => return None,
+    };
+    *pos = end;
+    Some(Field {
+        number: number as u32,
+        value,
+        start,
+        content,
+        end,
+    })
+}
+
+/// The next field numbered `number` in `buf[*pos..end]`, advancing `*pos` past it; `None` at
+/// the end or at a malformed field (like [`Fields`], which stops there).
+#[inline]
+pub(crate) fn find_next<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    end: usize,
+    number: u32,
+) -> Option<Field<'a>> {
+    let buf = &buf[..end.min(buf.len())];
+    while *pos < buf.len() {
+        let f = read_field(buf, pos)?;
+        if f.number == number {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// The last field numbered `number` among the fields of `buf[start..end]` (those before a
+/// malformed field, like [`Fields`]).
+#[inline]
+pub(crate) fn find_last(buf: &[u8], start: usize, end: usize, number: u32) -> Option<Field<'_>> {
+    let mut pos = start;
+    let mut found = None;
+    while let Some(f) = find_next(buf, &mut pos, end, number) {
+        found = Some(f);
+    }
+    found
+}
+
+/// The largest field number protobuf allows.
+const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
 
 /// The fields of the message in `buf[start..end]`, in order. Stops at the first malformed field
 /// with an error.
@@ -115,13 +222,33 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn read(&mut self) -> Result<Field<'a>, WireError> {
         let start = self.pos;
+        match read_field(&self.buf[..self.end], &mut self.pos) {
+            Some(f) => Ok(f),
+            None => Err(self.diagnose(start)),
+        }
+    }
+
+    /// What is wrong with the field at `start` (which [`read_field`] refused).
+    #[cold]
+    #[inline(never)]
+    fn diagnose(&mut self, start: usize) -> WireError {
+        self.pos = start;
+        match self.read_checked() {
+            Err(e) => e,
+            Ok(_) => malformed(start, "malformed field"),
+        }
+    }
+
+    fn read_checked(&mut self) -> Result<Field<'a>, WireError> {
+        let start = self.pos;
         let buf = &self.buf[..self.end];
-        let bad = |m: &str| WireError::new(start, m);
+        let bad = |m: &'static str| malformed(start, m);
         let key = read_varint(buf, &mut self.pos).ok_or_else(|| bad("truncated field key"))?;
         let number = key >> 3;
-        if number == 0 || number > (1 << 29) - 1 {
+        if number == 0 || number > MAX_FIELD_NUMBER {
             return Err(bad("invalid field number"));
         }
         let number = number as u32;
@@ -173,6 +300,12 @@ impl<'a> Fields<'a> {
             end: self.pos,
         })
     }
+}
+
+#[cold]
+#[inline(never)]
+fn malformed(offset: usize, message: &'static str) -> WireError {
+    WireError::new(offset, message)
 }
 
 impl<'a> Iterator for Fields<'a> {
@@ -306,6 +439,27 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_agrees_with_std_at_every_length_and_position() {
+        for len in 0..40 {
+            let ascii = vec![b'a'; len];
+            assert_eq!(utf8(&ascii), std::str::from_utf8(&ascii).ok(), "{len}");
+            for at in 0..len {
+                // A lone continuation byte, a two-byte char cut short, and a whole one.
+                for (bad, good) in [
+                    (&[0x80u8][..], false),
+                    (&[0xc3][..], false),
+                    (&[0xc3, 0xa9][..], true),
+                ] {
+                    let mut b = ascii.clone();
+                    b.splice(at..at, bad.iter().copied());
+                    assert_eq!(utf8(&b), std::str::from_utf8(&b).ok(), "{len} {at} {bad:?}");
+                    assert_eq!(utf8(&b).is_some(), good, "{len} {at} {bad:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn varints_round_trip_and_overlong_ones_are_refused() {
