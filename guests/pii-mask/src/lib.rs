@@ -385,13 +385,19 @@ impl Masker {
     ) {
         for kv in owner.attributes() {
             let value = kv.value();
-            if let ValueRef::Str(s) = value.get() {
+            match value.get() {
                 // The common case, without an owned value in between.
-                if let Some(m) = self.masked(s, tally) {
-                    edits.set_str(&kv, &m);
+                ValueRef::Str(s) => {
+                    if let Some(m) = self.masked(s, tally) {
+                        edits.set_str(&kv, &m);
+                    }
                 }
-            } else if let Some(masked) = self.masked_view_value(value, tally) {
-                edits.set_value(&kv, masked);
+                ValueRef::Array(_) | ValueRef::KvList(_) => {
+                    if let Some(masked) = self.masked_nested(value, tally) {
+                        edits.set_value(&kv, masked);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -401,12 +407,15 @@ impl Masker {
     fn masked_view_value(&self, value: view::Value<'_>, tally: &mut Tally) -> Option<AnyValue> {
         match value.get() {
             ValueRef::Str(s) => self.masked(s, tally).map(AnyValue::Str),
-            ValueRef::Array(_) | ValueRef::KvList(_) => {
-                let mut owned = AnyValue::from(value);
-                self.mask_any(&mut owned, tally).then_some(owned)
-            }
+            ValueRef::Array(_) | ValueRef::KvList(_) => self.masked_nested(value, tally),
             _ => None,
         }
+    }
+
+    /// The masked copy of an array or map value, or `None` when no string in it changes.
+    fn masked_nested(&self, value: view::Value<'_>, tally: &mut Tally) -> Option<AnyValue> {
+        let mut owned = AnyValue::from(value);
+        self.mask_any(&mut owned, tally).then_some(owned)
     }
 
     /// Masks every string of an owned value; returns whether any changed.

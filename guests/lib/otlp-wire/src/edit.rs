@@ -11,22 +11,16 @@ use crate::wire::{Encoder, Fields, Wire};
 
 /// A field replaced in a message: its number and its encoding (key included; empty: removed),
 /// a range of [`Edits::arena`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SetField {
     number: u32,
-    start: u32,
-    end: u32,
+    encoded: Range<u32>,
 }
-
-/// The fields set in one message: up to two inline (a replaced attribute value, a status, a
-/// severity and its text), more in [`Extra::sets`]. In the order they were set; one per number.
-#[derive(Debug, Default, Clone)]
-struct SetList([Option<SetField>; 2]);
 
 /// The rarer changes to one message, kept out of line so that the common edit stays small.
 #[derive(Debug, Default, Clone)]
 struct Extra {
-    /// Fields set beyond the two of [`SetList`].
+    /// Fields set beyond the two of [`MsgEdit::set`].
     sets: Vec<SetField>,
     /// Attributes added at the end of field `.0`, by key (a later set of the same key wins).
     added: Vec<(u32, String, AnyValue)>,
@@ -40,8 +34,10 @@ struct MsgEdit {
     /// Leave the message out.
     drop: bool,
     /// Fields replaced: every occurrence of the number is left out and the encoded field is
-    /// written where the first one was, or at the end.
-    set: SetList,
+    /// written where the first one was, or at the end. Up to two inline (a replaced attribute
+    /// value, a status, a severity and its text), more in [`Extra::sets`]; in the order they
+    /// were set, one per number.
+    set: [Option<SetField>; 2],
     /// The message's new content (a range of the arena), written instead of the old (other
     /// edits to it are moot).
     replace: Option<Range<u32>>,
@@ -63,7 +59,6 @@ impl MsgEdit {
             .unwrap_or(&mut []);
         if let Some(slot) = self
             .set
-            .0
             .iter_mut()
             .flatten()
             .chain(more.iter_mut())
@@ -72,7 +67,7 @@ impl MsgEdit {
             *slot = f;
             return;
         }
-        match self.set.0.iter_mut().find(|s| s.is_none()) {
+        match self.set.iter_mut().find(|s| s.is_none()) {
             Some(slot) => *slot = Some(f),
             None => self.extra().sets.push(f),
         }
@@ -81,7 +76,7 @@ impl MsgEdit {
     /// The fields set, in order.
     fn sets(&self) -> impl Iterator<Item = &SetField> {
         let more = self.extra.as_deref().map(|x| &x.sets[..]).unwrap_or(&[]);
-        self.set.0.iter().flatten().chain(more.iter())
+        self.set.iter().flatten().chain(more.iter())
     }
 
     fn added(&self) -> &[(u32, String, AnyValue)] {
@@ -171,12 +166,8 @@ impl Edits {
         if !v.msg().is_present() {
             return;
         }
-        let r = self.encode(f);
-        self.at(v).put(SetField {
-            number,
-            start: r.start,
-            end: r.end,
-        });
+        let encoded = self.encode(f);
+        self.at(v).put(SetField { number, encoded });
     }
 
     /// Sets attribute `key` of `owner` (a span, event, link, log record, resource or scope):
@@ -404,7 +395,7 @@ impl Edits {
                 && let Some((i, set)) = e.sets().enumerate().find(|(_, s)| s.number == f.number)
             {
                 if written_sets & (1 << i) == 0 {
-                    out.raw(&self.arena[set.start as usize..set.end as usize]);
+                    out.raw(self.bytes(&set.encoded));
                     written_sets |= 1 << i;
                 }
                 continue;
@@ -432,7 +423,7 @@ impl Edits {
         if let Some(e) = own {
             for (i, set) in e.sets().enumerate() {
                 if written_sets & (1 << i) == 0 {
-                    out.raw(&self.arena[set.start as usize..set.end as usize]);
+                    out.raw(self.bytes(&set.encoded));
                 }
             }
             for (field, key, value) in e.added() {
