@@ -11,8 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use weft_runtime::Signal;
 use weft_runtime::config::{
-    ConfigError, RawWasm, WasmConfig, component_type, duration_at, err, from_value, wasm_config,
+    ConfigError, RawWasm, WasmConfig, component_type, duration_at, err, from_value,
+    positive_duration_at, wasm_config,
 };
+use weft_runtime::net::{Http2Limits, ServerLimits};
 
 /// The collector's part of a configuration: receivers, processors, exporters and pipelines,
 /// validated against each other.
@@ -99,42 +101,134 @@ impl ReceiverConfig {
     }
 }
 
-/// OTLP/gRPC listener settings. Fields left out of the YAML take their [`Default`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// OTLP/gRPC listener settings, spelled as the Collector's `configgrpc`. Fields left out of
+/// the YAML take their [`Default`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct GrpcServerConfig {
     /// Listen address.
     pub endpoint: SocketAddr,
     /// Largest accepted message after decompression, in MiB.
     pub max_recv_msg_size_mib: usize,
+    /// Calls one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Connections served at once (weft's own: the Collector has no such setting).
+    pub max_connections: usize,
+    /// Time for a call's request message to arrive once its headers did (weft's own: in the
+    /// Collector, grpc-go has none).
+    pub read_timeout: Duration,
+    /// `keepalive.server_parameters`.
+    pub keepalive: GrpcKeepalive,
 }
 
-impl Default for GrpcServerConfig {
-    /// 127.0.0.1:4317 and 4 MiB, as the Collector.
+/// `keepalive.server_parameters` of a gRPC listener (grpc-go's `keepalive.ServerParameters`).
+/// `0s` turns the idle and age limits off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcKeepalive {
+    /// Close a connection that has had no call in flight this long (GOAWAY).
+    pub max_connection_idle: Option<Duration>,
+    /// Close a connection this old (GOAWAY), whatever it is doing.
+    pub max_connection_age: Option<Duration>,
+    /// Calls in flight get this long after an idle or age GOAWAY, then the connection is cut.
+    pub max_connection_age_grace: Duration,
+    /// Ping a connection that has been quiet this long.
+    pub time: Duration,
+    /// Close a connection whose ping is not answered within this.
+    pub timeout: Duration,
+}
+
+impl Default for GrpcKeepalive {
+    /// Idle connections closed after 60 s (grpc-go: never), no age limit, 10 s of grace
+    /// (grpc-go: unbounded), pings after 2 h of quiet and 20 s to answer (grpc-go's).
     fn default() -> Self {
-        GrpcServerConfig {
-            endpoint: SocketAddr::from(([127, 0, 0, 1], 4317)),
-            max_recv_msg_size_mib: 4,
+        GrpcKeepalive {
+            max_connection_idle: Some(Duration::from_secs(60)),
+            max_connection_age: None,
+            max_connection_age_grace: Duration::from_secs(10),
+            time: Duration::from_secs(2 * 3600),
+            timeout: Duration::from_secs(20),
         }
     }
 }
 
-/// OTLP/HTTP listener settings. Fields left out of the YAML take their [`Default`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+impl Default for GrpcServerConfig {
+    /// 127.0.0.1:4317 and 4 MiB, as the Collector; 100 streams per connection, 1000
+    /// connections, 30 s for a request message, and [`GrpcKeepalive::default`].
+    fn default() -> Self {
+        GrpcServerConfig {
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            max_recv_msg_size_mib: 4,
+            max_concurrent_streams: 100,
+            max_connections: 1000,
+            read_timeout: Duration::from_secs(30),
+            keepalive: GrpcKeepalive::default(),
+        }
+    }
+}
+
+impl GrpcServerConfig {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_connections: self.max_connections,
+            // HTTP/2 has no header phase of its own: a connection that sends nothing has no
+            // call in flight, and `max_connection_idle` closes it.
+            header_read_timeout: None,
+            idle_timeout: self.keepalive.max_connection_idle,
+            max_connection_age: self.keepalive.max_connection_age,
+            close_grace: self.keepalive.max_connection_age_grace,
+            http2: Some(Http2Limits {
+                max_concurrent_streams: self.max_concurrent_streams,
+                keepalive_time: Some(self.keepalive.time),
+                keepalive_timeout: self.keepalive.timeout,
+            }),
+        }
+    }
+}
+
+/// OTLP/HTTP listener settings, spelled as the Collector's `confighttp`. Fields left out of the
+/// YAML take their [`Default`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpServerConfig {
     /// Listen address.
     pub endpoint: SocketAddr,
-    /// Largest accepted body after decompression, in MiB.
-    pub max_request_body_size_mib: usize,
+    /// Largest accepted body, compressed and after decompression, in bytes.
+    pub max_request_body_size: usize,
+    /// Time to send a request's headers (also the longest wait for the next request on a
+    /// kept-alive connection).
+    pub read_header_timeout: Duration,
+    /// Close a connection that has had no request in flight this long.
+    pub idle_timeout: Duration,
+    /// Time to read a whole request, headers and body.
+    pub read_timeout: Duration,
+    /// Connections served at once (weft's own: the Collector has no such setting).
+    pub max_connections: usize,
 }
 
 impl Default for HttpServerConfig {
-    /// 127.0.0.1:4318 and 4 MiB, as the Collector.
+    /// 127.0.0.1:4318 and 4 MiB (the Collector: 20 MiB); 1 min for headers and 1 min idle, as
+    /// the Collector; 30 s to read a request (the Collector: no limit); 1000 connections.
     fn default() -> Self {
         HttpServerConfig {
             endpoint: SocketAddr::from(([127, 0, 0, 1], 4318)),
-            max_request_body_size_mib: 4,
+            max_request_body_size: 4 << 20,
+            read_header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
+            max_connections: 1000,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Some(self.read_header_timeout),
+            idle_timeout: Some(self.idle_timeout),
+            max_connection_age: None,
+            close_grace: Duration::from_secs(10),
+            http2: None,
         }
     }
 }
@@ -451,6 +545,208 @@ struct RawProtocols {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawGrpcServer {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    max_recv_msg_size_mib: Option<usize>,
+    #[serde(default)]
+    max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    read_timeout: Option<String>,
+    #[serde(default)]
+    keepalive: Option<RawKeepalive>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeepalive {
+    #[serde(default)]
+    server_parameters: Option<RawServerParameters>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServerParameters {
+    #[serde(default)]
+    max_connection_idle: Option<String>,
+    #[serde(default)]
+    max_connection_age: Option<String>,
+    #[serde(default)]
+    max_connection_age_grace: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpServer {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    max_request_body_size: Option<usize>,
+    /// weft's first spelling, kept: the same limit in MiB.
+    #[serde(default)]
+    max_request_body_size_mib: Option<usize>,
+    #[serde(default)]
+    read_header_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    read_timeout: Option<String>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+}
+
+/// `endpoint`: absent → `default`; else `host:port`.
+fn endpoint_at(
+    key: &str,
+    v: Option<String>,
+    default: SocketAddr,
+) -> Result<SocketAddr, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| {
+            err(
+                format!("{key}.endpoint"),
+                format!("`{s}` is not host:port (e.g. 127.0.0.1:4317)"),
+            )
+        }),
+    }
+}
+
+/// `max_connections` ≥ 1: absent → `default`.
+fn connections_at(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(err(format!("{key}.max_connections"), "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// A limit that `0s` turns off, as grpc-go's keepalive parameters: absent → `default`.
+fn optional_duration_at(
+    key: String,
+    v: Option<String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => Ok(Some(duration_at(key, Some(s), Duration::ZERO)?).filter(|d| !d.is_zero())),
+    }
+}
+
+fn grpc_server(key: &str, r: RawGrpcServer) -> Result<GrpcServerConfig, ConfigError> {
+    let d = GrpcServerConfig::default();
+    let max_recv_msg_size_mib = match r.max_recv_msg_size_mib {
+        Some(0) => {
+            return Err(err(
+                format!("{key}.max_recv_msg_size_mib"),
+                "must be at least 1",
+            ));
+        }
+        Some(n) if n > 1024 => {
+            return Err(err(
+                format!("{key}.max_recv_msg_size_mib"),
+                "must be at most 1024",
+            ));
+        }
+        Some(n) => n,
+        None => d.max_recv_msg_size_mib,
+    };
+    let max_concurrent_streams = match r.max_concurrent_streams {
+        Some(0) => {
+            return Err(err(
+                format!("{key}.max_concurrent_streams"),
+                "must be at least 1",
+            ));
+        }
+        Some(n) => n,
+        None => d.max_concurrent_streams,
+    };
+    let p = r
+        .keepalive
+        .unwrap_or_default()
+        .server_parameters
+        .unwrap_or_default();
+    let kd = d.keepalive;
+    let kkey = |k: &str| format!("{key}.keepalive.server_parameters.{k}");
+    Ok(GrpcServerConfig {
+        endpoint: endpoint_at(key, r.endpoint, d.endpoint)?,
+        max_recv_msg_size_mib,
+        max_concurrent_streams,
+        max_connections: connections_at(key, r.max_connections, d.max_connections)?,
+        read_timeout: positive_duration_at(
+            format!("{key}.read_timeout"),
+            r.read_timeout,
+            d.read_timeout,
+            "30s",
+        )?,
+        keepalive: GrpcKeepalive {
+            max_connection_idle: optional_duration_at(
+                kkey("max_connection_idle"),
+                p.max_connection_idle,
+                kd.max_connection_idle,
+            )?,
+            max_connection_age: optional_duration_at(
+                kkey("max_connection_age"),
+                p.max_connection_age,
+                kd.max_connection_age,
+            )?,
+            max_connection_age_grace: duration_at(
+                kkey("max_connection_age_grace"),
+                p.max_connection_age_grace,
+                kd.max_connection_age_grace,
+            )?,
+            time: positive_duration_at(kkey("time"), p.time, kd.time, "2h")?,
+            timeout: positive_duration_at(kkey("timeout"), p.timeout, kd.timeout, "20s")?,
+        },
+    })
+}
+
+fn http_server(key: &str, r: RawHttpServer) -> Result<HttpServerConfig, ConfigError> {
+    let d = HttpServerConfig::default();
+    let max_request_body_size = match (r.max_request_body_size, r.max_request_body_size_mib) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{key}.max_request_body_size_mib"),
+                "give max_request_body_size (bytes) or max_request_body_size_mib, not both",
+            ));
+        }
+        (Some(bytes), None) => bytes,
+        (None, Some(mib)) => mib.saturating_mul(1 << 20),
+        (None, None) => d.max_request_body_size,
+    };
+    if !(1..=1 << 30).contains(&max_request_body_size) {
+        return Err(err(
+            format!("{key}.max_request_body_size"),
+            "must be between 1 byte and 1 GiB",
+        ));
+    }
+    let t = |k: &str, v: Option<String>, default: Duration, example: &str| {
+        positive_duration_at(format!("{key}.{k}"), v, default, example)
+    };
+    Ok(HttpServerConfig {
+        endpoint: endpoint_at(key, r.endpoint, d.endpoint)?,
+        max_request_body_size,
+        read_header_timeout: t(
+            "read_header_timeout",
+            r.read_header_timeout,
+            d.read_header_timeout,
+            "1m",
+        )?,
+        idle_timeout: t("idle_timeout", r.idle_timeout, d.idle_timeout, "1m")?,
+        read_timeout: t("read_timeout", r.read_timeout, d.read_timeout, "30s")?,
+        max_connections: connections_at(key, r.max_connections, d.max_connections)?,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDebug {
     #[serde(default)]
     verbosity: Option<String>,
@@ -471,16 +767,20 @@ fn parse_receivers(
         match component_type(&id) {
             "otlp" => {
                 let r: RawOtlpReceiver = from_value(&key, v)?;
-                let grpc = r
-                    .protocols
-                    .grpc
-                    .map(|g| from_value(&format!("{key}.protocols.grpc"), g))
-                    .transpose()?;
-                let http = r
-                    .protocols
-                    .http
-                    .map(|h| from_value(&format!("{key}.protocols.http"), h))
-                    .transpose()?;
+                let grpc = match r.protocols.grpc {
+                    Some(g) => {
+                        let gkey = format!("{key}.protocols.grpc");
+                        Some(grpc_server(&gkey, from_value(&gkey, g)?)?)
+                    }
+                    None => None,
+                };
+                let http = match r.protocols.http {
+                    Some(h) => {
+                        let hkey = format!("{key}.protocols.http");
+                        Some(http_server(&hkey, from_value(&hkey, h)?)?)
+                    }
+                    None => None,
+                };
                 let r = ReceiverConfig { grpc, http };
                 r.validate(&key)?;
                 receivers.insert(id, r);
@@ -687,5 +987,120 @@ mod tests {
             Err("exporters.otlp.retry_on_failure.max_interval".into())
         );
         assert_eq!(key("{endpoint: x, batch: {send_batch_size: 1}}"), Ok(()));
+    }
+
+    fn receiver(yaml: &str) -> Result<ReceiverConfig, ConfigError> {
+        let raw = BTreeMap::from([(
+            "otlp".to_string(),
+            serde_norway::from_str(yaml).expect("yaml"),
+        )]);
+        parse_receivers(raw).map(|mut r| r.remove("otlp").expect("otlp"))
+    }
+
+    #[test]
+    fn listener_settings_are_spelled_as_the_collectors_and_default_safely() {
+        let r = receiver("protocols: {grpc: {}, http: {}}").expect("defaults");
+        let (g, h) = (r.grpc.expect("grpc"), r.http.expect("http"));
+        assert_eq!(g, GrpcServerConfig::default());
+        assert_eq!(h, HttpServerConfig::default());
+        assert_eq!(
+            g.keepalive.max_connection_idle,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(h.read_timeout, Duration::from_secs(30));
+        let r = receiver(
+            "protocols:
+  grpc:
+    max_concurrent_streams: 7
+    max_connections: 9
+    read_timeout: 2s
+    keepalive: {server_parameters: {max_connection_idle: 0s, max_connection_age: 5m, max_connection_age_grace: 3s, time: 30s, timeout: 4s}}
+  http:
+    max_request_body_size: 1024
+    read_header_timeout: 5s
+    idle_timeout: 6s
+    read_timeout: 7s
+    max_connections: 3",
+        )
+        .expect("every key");
+        let g = r.grpc.expect("grpc");
+        assert_eq!((g.max_concurrent_streams, g.max_connections), (7, 9));
+        assert_eq!(g.read_timeout, Duration::from_secs(2));
+        assert_eq!(g.keepalive.max_connection_idle, None, "0s turns it off");
+        assert_eq!(
+            g.keepalive.max_connection_age,
+            Some(Duration::from_secs(300))
+        );
+        let limits = g.limits();
+        assert_eq!(limits.close_grace, Duration::from_secs(3));
+        let h2 = limits.http2.expect("gRPC is HTTP/2");
+        assert_eq!(h2.keepalive_time, Some(Duration::from_secs(30)));
+        assert_eq!(h2.keepalive_timeout, Duration::from_secs(4));
+        let h = r.http.expect("http");
+        assert_eq!(h.max_request_body_size, 1024);
+        assert_eq!(
+            (h.read_header_timeout, h.idle_timeout, h.read_timeout),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(6),
+                Duration::from_secs(7)
+            )
+        );
+        assert_eq!(h.limits().max_connections, 3);
+        // weft's first spelling still works.
+        let r = receiver("protocols: {http: {max_request_body_size_mib: 2}}").expect("mib");
+        assert_eq!(r.http.expect("http").max_request_body_size, 2 << 20);
+    }
+
+    #[test]
+    fn listener_errors_name_the_key_and_unknown_keys_are_refused() {
+        let key = |yaml: &str| receiver(yaml).map(|_| ()).map_err(|e| e.key);
+        let g = "receivers.otlp.protocols.grpc";
+        let h = "receivers.otlp.protocols.http";
+        for (yaml, want) in [
+            (
+                "protocols: {grpc: {max_connections: 0}}",
+                format!("{g}.max_connections"),
+            ),
+            (
+                "protocols: {grpc: {max_recv_msg_size_mib: 0}}",
+                format!("{g}.max_recv_msg_size_mib"),
+            ),
+            (
+                "protocols: {grpc: {read_timeout: 0s}}",
+                format!("{g}.read_timeout"),
+            ),
+            (
+                "protocols: {grpc: {keepalive: {server_parameters: {timeout: soon}}}}",
+                format!("{g}.keepalive.server_parameters.timeout"),
+            ),
+            (
+                "protocols: {grpc: {keepalive: {enforcement_policy: {}}}}",
+                g.to_string(),
+            ),
+            (
+                "protocols: {grpc: {keepalive: {server_parameters: {idle: 1s}}}}",
+                g.to_string(),
+            ),
+            (
+                "protocols: {grpc: {endpoint: nowhere}}",
+                format!("{g}.endpoint"),
+            ),
+            (
+                "protocols: {http: {idle_timeout: later}}",
+                format!("{h}.idle_timeout"),
+            ),
+            (
+                "protocols: {http: {max_request_body_size: 0}}",
+                format!("{h}.max_request_body_size"),
+            ),
+            (
+                "protocols: {http: {max_request_body_size: 1, max_request_body_size_mib: 1}}",
+                format!("{h}.max_request_body_size_mib"),
+            ),
+            ("protocols: {http: {write_timeout: 1s}}", h.to_string()),
+        ] {
+            assert_eq!(key(yaml), Err(want), "{yaml}");
+        }
     }
 }

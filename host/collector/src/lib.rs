@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_runtime::Signal;
-use weft_runtime::net::{BindError, bind};
+use weft_runtime::net::{BindError, ListenerStats, bind};
 use weft_runtime::telemetry::{Exposition, MetricKind, MetricsSource};
 
 use config::CollectorConfig;
@@ -29,6 +29,8 @@ pub use pipeline::{Payload, Pipeline, PipelineStats, PluginSlot};
 pub struct Collector {
     /// Where each receiver listens: `(receiver id, "grpc" | "http", address)`.
     pub listeners: Vec<(String, &'static str, SocketAddr)>,
+    /// The receivers' connection counters (`weft_listener_*`), for the telemetry server.
+    pub listener_stats: Vec<Arc<ListenerStats>>,
     /// The pipelines.
     pub pipelines: Vec<Arc<Pipeline>>,
     servers: tokio::task::JoinSet<()>,
@@ -101,6 +103,7 @@ pub async fn start_with(
 
     let mut servers = tokio::task::JoinSet::new();
     let mut listeners = Vec::new();
+    let mut listener_stats = Vec::new();
     for (id, r) in &config.receivers {
         let uses = |s: Signal| {
             config
@@ -112,35 +115,46 @@ pub async fn start_with(
         };
         let (traces, logs) = (uses(Signal::Traces), uses(Signal::Logs));
         if let Some(g) = &r.grpc {
-            let listener = bind(format!("receivers.{id}.protocols.grpc"), g.endpoint).await?;
+            let key = format!("receivers.{id}.protocols.grpc");
+            let listener = bind(key.clone(), g.endpoint).await?;
             let addr = listener.local_addr().unwrap_or(g.endpoint);
             listeners.push((id.clone(), "grpc", addr));
-            let services = receiver::grpc::OtlpGrpc {
+            let services = Arc::new(receiver::grpc::OtlpGrpc {
                 traces: traces.clone(),
                 logs: logs.clone(),
-            };
-            let mut rx = stop.clone();
-            let max = g.max_recv_msg_size_mib << 20;
-            servers.spawn(async move {
-                let shutdown = async move {
-                    let _ = rx.changed().await;
-                };
-                if let Err(e) = receiver::grpc::serve(services, listener, max, shutdown).await {
-                    tracing::error!(%addr, error = %e, "OTLP/gRPC receiver failed");
-                }
+                max_message: g.max_recv_msg_size_mib << 20,
+                read_timeout: g.read_timeout,
             });
+            let stats = ListenerStats::new(key);
+            listener_stats.push(stats.clone());
+            servers.spawn(weft_runtime::net::serve(
+                listener,
+                g.limits(),
+                stats,
+                move |req| {
+                    let s = services.clone();
+                    async move { s.handle(req).await }
+                },
+                stop.clone(),
+            ));
         }
         if let Some(h) = &r.http {
-            let listener = bind(format!("receivers.{id}.protocols.http"), h.endpoint).await?;
+            let key = format!("receivers.{id}.protocols.http");
+            let listener = bind(key.clone(), h.endpoint).await?;
             let addr = listener.local_addr().unwrap_or(h.endpoint);
             listeners.push((id.clone(), "http", addr));
             let handler = Arc::new(receiver::http::OtlpHttp {
                 traces,
                 logs,
-                max_body: h.max_request_body_size_mib << 20,
+                max_body: h.max_request_body_size,
+                read_timeout: h.read_timeout,
             });
+            let stats = ListenerStats::new(key);
+            listener_stats.push(stats.clone());
             servers.spawn(weft_runtime::net::serve(
                 listener,
+                h.limits(),
+                stats,
                 move |req| {
                     let h = handler.clone();
                     async move { h.handle(req).await }
@@ -154,6 +168,7 @@ pub async fn start_with(
     }
     Ok(Collector {
         listeners,
+        listener_stats,
         pipelines: by_signal.into_values().collect(),
         servers,
         exporters,

@@ -10,6 +10,7 @@ use weft_runtime::config::{
     ComponentSource, ConfigError, RawWasm, WasmConfig, err, from_value, positive_duration_at,
     wasm_config,
 };
+use weft_runtime::net::ServerLimits;
 
 /// The key of filter `name` of proxy `proxy` in logs and hot reload, and its plugin name's base.
 pub fn filter_key(proxy: &str, name: &str) -> String {
@@ -29,11 +30,18 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Largest request or response body buffered, bytes (default 4 MiB).
     pub max_body: usize,
+    /// The downstream listener's connection limits and timeouts (`max_connections`,
+    /// `read_header_timeout`, `idle_timeout`).
+    pub limits: ServerLimits,
+    /// Time for a whole request body to arrive once its headers did (`read_timeout`); past it
+    /// the client gets a `408` and the connection is closed.
+    pub read_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
     /// No listener or upstream (YAML must name both), no filters, a 15 s timeout (Envoy's route
-    /// timeout) and 4 MiB bodies.
+    /// timeout), 4 MiB bodies, [`ServerLimits::default`] (1000 connections, 60 s for headers,
+    /// 60 s idle) and 30 s to read a request body.
     fn default() -> Self {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -41,6 +49,8 @@ impl Default for ProxyConfig {
             filters: Vec::new(),
             timeout: Duration::from_secs(15),
             max_body: 4 << 20,
+            limits: ServerLimits::default(),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +74,8 @@ impl ProxyConfig {
             && self.upstream == other.upstream
             && self.timeout == other.timeout
             && self.max_body == other.max_body
+            && self.limits == other.limits
+            && self.read_timeout == other.read_timeout
             && self.filters.len() == other.filters.len()
             && self
                 .filters
@@ -94,6 +106,14 @@ struct RawProxy {
     timeout: Option<String>,
     #[serde(default)]
     max_body_mib: Option<usize>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    read_header_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    read_timeout: Option<String>,
 }
 
 /// Parses and validates the `proxies:` section. Relative component paths are taken relative to
@@ -137,6 +157,34 @@ fn proxy_config(
     let max_body = r
         .max_body_mib
         .map_or(defaults.max_body, |mib| mib.saturating_mul(1 << 20));
+    let max_connections = match r.max_connections {
+        Some(0) => return Err(err(format!("{key}.max_connections"), "must be at least 1")),
+        Some(n) => n,
+        None => defaults.limits.max_connections,
+    };
+    let dl = &defaults.limits;
+    let limits = ServerLimits {
+        max_connections,
+        header_read_timeout: Some(positive_duration_at(
+            format!("{key}.read_header_timeout"),
+            r.read_header_timeout,
+            dl.header_read_timeout.unwrap_or(Duration::from_secs(60)),
+            "1m",
+        )?),
+        idle_timeout: Some(positive_duration_at(
+            format!("{key}.idle_timeout"),
+            r.idle_timeout,
+            dl.idle_timeout.unwrap_or(Duration::from_secs(60)),
+            "1m",
+        )?),
+        ..defaults.limits.clone()
+    };
+    let read_timeout = positive_duration_at(
+        format!("{key}.read_timeout"),
+        r.read_timeout,
+        defaults.read_timeout,
+        "30s",
+    )?;
     let mut filters: Vec<FilterConfig> = Vec::new();
     for (i, v) in r.filters.into_iter().enumerate() {
         let fkey = format!("{key}.filters[{i}]");
@@ -179,6 +227,8 @@ fn proxy_config(
         filters,
         timeout,
         max_body,
+        limits,
+        read_timeout,
     };
     proxy.validate(key)?;
     Ok(proxy)

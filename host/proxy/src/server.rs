@@ -17,7 +17,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use weft_runtime::net::{ConnectionInfo, serve_connections};
+use weft_runtime::net::{ConnectionInfo, ListenerStats, serve_connections};
 
 use crate::config::ProxyConfig;
 use crate::exchange::{Exchange, Header, StreamInfo, first};
@@ -37,6 +37,8 @@ pub struct RunningProxy {
     pub address: SocketAddr,
     /// Its counters.
     pub stats: Arc<ProxyStats>,
+    /// Its listener's connection counters (`weft_listener_*`).
+    pub listener: Arc<ListenerStats>,
     /// Its filters by name, in chain order.
     pub filters: Vec<(String, FilterSlot)>,
 }
@@ -54,6 +56,7 @@ struct ProxyShared {
     client: UpstreamClient,
     timeout: Duration,
     max_body: usize,
+    read_timeout: Duration,
 }
 
 /// How often a filter without a tick period is checked for one.
@@ -86,13 +89,17 @@ pub fn start(
         client,
         timeout: config.timeout,
         max_body: config.max_body,
+        read_timeout: config.read_timeout,
     });
+    let listener_stats = ListenerStats::new(format!("proxies.{id}.listen"));
     let running = RunningProxy {
         id: id.to_string(),
         address,
         stats,
+        listener: listener_stats.clone(),
         filters,
     };
+    let limits = config.limits.clone();
     let serve = async move {
         let mut ticks = tokio::task::JoinSet::new();
         for slot in &proxy.slots {
@@ -104,6 +111,8 @@ pub fn start(
         let p = proxy.clone();
         serve_connections(
             listener,
+            limits,
+            listener_stats,
             move |conn| {
                 let (p, done) = (p.clone(), done_tx.clone());
                 move |req| handle(p.clone(), conn, req, done.clone())
@@ -376,7 +385,18 @@ async fn request_phase(
     let end = body.is_end_stream();
     blocking(|| run.event(Dir::Request, Event::Headers { end }))?;
     if !end {
-        body_phase(run, ex, Dir::Request, &mut body, proxy.max_body, None).await?;
+        // The whole body within `read_timeout`: a client that announces a body and stalls
+        // would otherwise hold its stream, and its filters' instances, forever.
+        let read_deadline = tokio::time::Instant::now() + proxy.read_timeout;
+        body_phase(
+            run,
+            ex,
+            Dir::Request,
+            &mut body,
+            proxy.max_body,
+            Some(read_deadline),
+        )
+        .await?;
     }
     let req = upstream_request(&mut lock(ex), &proxy.upstream, framed)?;
     // Envoy's route timeout: from the end of the request to the end of the response.
@@ -513,7 +533,18 @@ async fn body_phase(
         let frame = match deadline {
             Some(d) => match tokio::time::timeout_at(d, body.frame()).await {
                 Ok(f) => f,
-                Err(_) => return Err(upstream_timeout()),
+                Err(_) => {
+                    return Err(match dir {
+                        // Envoy's answer when a request outlives `request_timeout`.
+                        Dir::Request => Reply::proxy(
+                            408,
+                            "request_overall_timeout",
+                            "request timeout",
+                            LocalReason::Invalid,
+                        ),
+                        Dir::Response => upstream_timeout(),
+                    });
+                }
             },
             None => body.frame().await,
         };

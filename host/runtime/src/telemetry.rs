@@ -175,15 +175,21 @@ impl TelemetryServer {
         }
     }
 
-    /// Serves on `listener` until `shutdown` turns true.
+    /// Serves on `listener` until `shutdown` turns true, under [`ServerLimits::admin`] and
+    /// counted in `stats`.
+    ///
+    /// [`ServerLimits::admin`]: crate::net::ServerLimits::admin
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        stats: Arc<crate::net::ListenerStats>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let me = Arc::new(self);
         crate::net::serve(
             listener,
+            crate::net::ServerLimits::admin(),
+            stats,
             move |req| {
                 let t = me.clone();
                 async move { t.handle(req).await }

@@ -284,7 +284,7 @@ mod tests {
             ),
             (
                 base.replace("endpoint: 127.0.0.1:4318", "endpoint: not-an-address"),
-                "receivers.otlp.protocols.http",
+                "receivers.otlp.protocols.http.endpoint",
             ),
             (
                 base.replace("fail_policy: closed", "fail_policy: sideways"),

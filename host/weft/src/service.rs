@@ -13,7 +13,7 @@ pub use weft_collector::exporter::{Exporter, InMemoryExporter};
 use weft_collector::{Collector, Pipeline, PluginSlot};
 use weft_proxy::{Filter, FilterSlot, ProxyMetrics, RunningProxy};
 use weft_runtime::config::{ComponentSource, ConfigError, WasmConfig, err};
-use weft_runtime::net::{BindError, bind};
+use weft_runtime::net::{BindError, ListenerMetrics, ListenerStats, bind};
 use weft_runtime::telemetry::{Exposition, MetricKind, MetricsSource, TelemetryServer};
 use weft_runtime::{LoadError, Plugin, PluginHost, PluginMetrics};
 
@@ -470,6 +470,10 @@ pub async fn start_with(
         Some(addr) => {
             let listener = bind("service.telemetry.metrics", addr).await?;
             let bound = listener.local_addr().unwrap_or(addr);
+            let admin = ListenerStats::new("service.telemetry.metrics");
+            let mut listeners = collector.listener_stats.clone();
+            listeners.extend(proxies.iter().map(|p| p.listener.clone()));
+            listeners.push(admin.clone());
             let telemetry = TelemetryServer {
                 sources: vec![
                     Arc::new(host.metrics().clone()),
@@ -478,10 +482,11 @@ pub async fn start_with(
                     Arc::new(ProxyMetrics(
                         proxies.iter().map(|p| p.stats.clone()).collect(),
                     )),
+                    Arc::new(ListenerMetrics(listeners)),
                 ],
                 ready: ready.clone(),
             };
-            servers.spawn(telemetry.serve(listener, stop_rx.clone()));
+            servers.spawn(telemetry.serve(listener, admin, stop_rx.clone()));
             Some(bound)
         }
         None => None,

@@ -1,38 +1,75 @@
-//! The OTLP/gRPC receiver (tonic), accepting gzip as the OTel SDKs and Collectors send it.
+//! The OTLP/gRPC receiver: the unary `Export` calls of the trace and logs services, served on
+//! hyper's HTTP/2 by the listener loop every weft listener shares ([`weft_runtime::net`]).
 //!
-//! The request message is never decoded: each `Export` service ([`ExportServer`]) reads it as
-//! raw protobuf bytes ([`RawRequestCodec`]), validates them into an [`OtlpData`]
-//! ([`OtlpData::from_protobuf`], which counts the items on the way) and hands that to the
-//! pipeline. Malformed OTLP is INVALID_ARGUMENT with the validation error's message; only the
-//! small response is a prost message.
+//! The call is read here rather than by tonic's server: the rules OTLP clients rely on are then
+//! enforced before anything is decoded, and every refusal has the code the OTLP specification
+//! gives it. A call must say `content-type: application/grpc` (or `application/grpc+proto`), and
+//! carry exactly one length-prefixed message, no larger than `max_recv_msg_size_mib` (checked on
+//! the prefix, before the message is read; gzip is accepted and decompressed up to the same
+//! limit), arriving within `read_timeout`. The message is never decoded: it is validated into an
+//! [`OtlpData`] ([`OtlpData::from_protobuf`], which counts the items on the way) and handed to
+//! the pipeline; only the small response is a prost message.
+//!
+//! Status codes. The OTLP specification (opentelemetry-proto docs/specification.md, "OTLP/gRPC
+//! Response", "Failures") says: "To indicate not-retryable errors, the server is recommended to
+//! use code InvalidArgument", and of RESOURCE_EXHAUSTED that the client "SHOULD interpret
+//! RESOURCE_EXHAUSTED code as retryable only if the server signals that the recovery from
+//! resource exhaustion is possible" (with RetryInfo); its table makes OUT_OF_RANGE and INTERNAL
+//! retryable and not-retryable respectively ("OUT_OF_RANGE | Yes", "INTERNAL | No"). So:
+//! - malformed framing or protobuf, bad ids, bad gzip, two messages, no message:
+//!   INVALID_ARGUMENT (not retryable; retrying the same bytes cannot succeed);
+//! - a message over the size limit: INVALID_ARGUMENT too. The specification gives oversized
+//!   gRPC messages no code of their own; it is a permanent property of the request (OTLP/HTTP's
+//!   413 "MUST NOT" be retried, the same rule), and RESOURCE_EXHAUSTED without RetryInfo is
+//!   still retried by some SDKs (opentelemetry-python lists it as retryable), which would resend
+//!   the same oversized batch forever. tonic's default, OUT_OF_RANGE, is retryable by the table;
+//! - back-pressure (an exporter queue full) and shutdown: UNAVAILABLE, which the specification's
+//!   throttling section names for back-pressure;
+//! - a request message that does not arrive within `read_timeout`: DEADLINE_EXCEEDED;
+//! - an unknown method, or a signal with no pipeline: UNIMPLEMENTED; an unknown `grpc-encoding`:
+//!   UNIMPLEMENTED with `grpc-accept-encoding`, as the gRPC protocol asks;
+//! - a content-type that is not gRPC: HTTP 415, as the gRPC-over-HTTP/2 protocol asks (so that a
+//!   non-gRPC client does not read the usual HTTP 200 as success).
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
+use std::io::Read as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use tonic::codec::CompressionEncoding;
-use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
-use tonic::{Request, Response, Status};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use prost::Message as _;
+use tonic::Status;
 
 use weft_runtime::{OtlpData, Signal};
 
-use crate::codec::RawRequestCodec;
-use crate::pipeline::{ConsumeError, Pipeline, Rejected};
+use crate::pipeline::{ConsumeError, Pipeline};
 
-/// The OTLP trace and logs services over the pipelines (absent: UNIMPLEMENTED).
+/// The trace service's `Export` method.
+pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The logs service's `Export` method.
+pub const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// The OTLP trace and logs services over the pipelines (absent: UNIMPLEMENTED), and the limits
+/// of one call.
 #[derive(Clone)]
 pub struct OtlpGrpc {
     /// The traces pipeline, if any.
     pub traces: Option<Arc<Pipeline>>,
     /// The logs pipeline, if any.
     pub logs: Option<Arc<Pipeline>>,
+    /// Largest request message, compressed and after decompression, in bytes.
+    pub max_message: usize,
+    /// Time for the request message to arrive once the call's headers did.
+    pub read_timeout: Duration,
 }
 
-/// Maps a refusal onto the gRPC code the OTLP spec gives it.
+/// Maps a refusal onto the gRPC code the OTLP spec gives it (see the module's comment).
 fn status(e: ConsumeError) -> Status {
     match e {
         ConsumeError::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -42,188 +79,233 @@ fn status(e: ConsumeError) -> Status {
     }
 }
 
-/// One OTLP `Export` service: its gRPC names, its signal and its response message.
-pub trait ExportKind: Send + Sync + 'static {
-    /// The fully qualified service name (what [`tonic::server::NamedService`] routes on).
-    const SERVICE: &'static str;
-    /// The `Export` method's path.
-    const PATH: &'static str;
-    /// The signal its requests carry.
-    const SIGNAL: Signal;
-    /// The response message.
-    type Response: prost::Message + Default + Send + Sync + 'static;
-    /// The response for an accepted request: OTLP partial success when items were dropped.
-    fn response(rejected: Rejected) -> Self::Response;
+/// A unary gRPC response body: at most one message, then the trailers.
+#[derive(Debug, Default)]
+pub struct GrpcBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
 }
 
-/// `opentelemetry.proto.collector.trace.v1.TraceService`.
-#[derive(Debug)]
-pub enum TracesExport {}
-
-/// `opentelemetry.proto.collector.logs.v1.LogsService`.
-#[derive(Debug)]
-pub enum LogsExport {}
-
-impl ExportKind for TracesExport {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-    const SIGNAL: Signal = Signal::Traces;
-    type Response = ExportTraceServiceResponse;
-    fn response(rejected: Rejected) -> Self::Response {
-        rejected.traces_response()
-    }
-}
-
-impl ExportKind for LogsExport {
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-    const SIGNAL: Signal = Signal::Logs;
-    type Response = ExportLogsServiceResponse;
-    fn response(rejected: Rejected) -> Self::Response {
-        rejected.logs_response()
-    }
-}
-
-/// The `Export` service of one signal, as a tower service the way tonic's generated servers
-/// are: gzip accepted and sent, messages up to `max_message` bytes (decompressed).
-///
-/// Threading: clones share the pipeline; tonic calls it from any connection's task.
-pub struct ExportServer<K> {
-    pipeline: Option<Arc<Pipeline>>,
-    max_message: usize,
-    kind: PhantomData<fn() -> K>,
-}
-
-impl<K> Clone for ExportServer<K> {
-    fn clone(&self) -> Self {
-        ExportServer {
-            pipeline: self.pipeline.clone(),
-            max_message: self.max_message,
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K: ExportKind> ExportServer<K> {
-    /// Serves `pipeline` (`None`: every call is UNIMPLEMENTED).
-    pub fn new(pipeline: Option<Arc<Pipeline>>, max_message: usize) -> Self {
-        ExportServer {
-            pipeline,
-            max_message,
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K: ExportKind> tonic::server::NamedService for ExportServer<K> {
-    const NAME: &'static str = K::SERVICE;
-}
-
-impl<K, B> Service<http::Request<B>> for ExportServer<K>
-where
-    K: ExportKind,
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
+impl Body for GrpcBody {
+    type Data = Bytes;
     type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != K::PATH {
-            return Box::pin(std::future::ready(Ok(unimplemented())));
-        }
-        let handler = ExportHandler::<K> {
-            pipeline: self.pipeline.clone(),
-            kind: PhantomData,
-        };
-        let max_message = self.max_message;
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<K::Response>::default())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_message);
-            Ok(grpc.unary(handler, req).await)
-        })
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
     }
 }
 
-/// The answer to a method this service does not have (what tonic's generated servers send).
-fn unimplemented() -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(tonic::body::Body::default());
-    let headers = response.headers_mut();
-    headers.insert(
-        Status::GRPC_STATUS,
-        (tonic::Code::Unimplemented as i32).into(),
+/// A trailers-only response carrying `status` (what gRPC servers send for a failed call).
+fn failure(status: Status) -> Response<GrpcBody> {
+    status.into_http()
+}
+
+/// A successful call: `message` (an encoded `Export*ServiceResponse`), then `grpc-status: 0`.
+fn success(message: Vec<u8>) -> Response<GrpcBody> {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
     );
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        tonic::metadata::GRPC_CONTENT_TYPE,
+    framed.extend_from_slice(&message);
+    let mut trailers = HeaderMap::new();
+    trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
+    let mut response = Response::new(GrpcBody {
+        data: Some(Bytes::from(framed)),
+        trailers: Some(trailers),
+    });
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
     );
     response
 }
 
-/// One `Export` call: validates the message and consumes it.
-struct ExportHandler<K> {
-    pipeline: Option<Arc<Pipeline>>,
-    kind: PhantomData<fn() -> K>,
+/// Whether `content-type` names gRPC with protobuf messages.
+fn is_grpc_proto(content_type: Option<&HeaderValue>) -> bool {
+    let Some(v) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/grpc" || media == "application/grpc+proto"
 }
 
-impl<K: ExportKind> tonic::server::UnaryService<Bytes> for ExportHandler<K> {
-    type Response = K::Response;
-    type Future = BoxFuture<Response<K::Response>, Status>;
+fn too_large(len: usize, max: usize) -> Status {
+    Status::invalid_argument(format!(
+        "the request message is {len} bytes, more than the receiver's limit of {max} bytes \
+         (max_recv_msg_size_mib); send smaller batches"
+    ))
+}
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let pipeline = self.pipeline.clone();
-        Box::pin(async move { export::<K>(pipeline.as_deref(), request.into_inner()) })
+/// Reads the call's one message: `(compressed flag, message bytes)`. Refuses, before reading
+/// on, a prefix announcing more than `max` bytes, and any byte past the first message.
+async fn read_message(mut body: Incoming, max: usize) -> Result<(u8, Bytes), Status> {
+    let mut buf = BytesMut::new();
+    let mut announced: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Status::cancelled(format!("the request stream failed: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: nothing in them is ours
+        };
+        buf.extend_from_slice(&data);
+        if announced.is_none() && buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > max {
+                return Err(too_large(len, max));
+            }
+            announced = Some(len);
+        }
+        if let Some(len) = announced
+            && buf.len() > 5 + len
+        {
+            return Err(Status::invalid_argument(
+                "a unary Export call carries exactly one request message; this one has more",
+            ));
+        }
+    }
+    let Some(len) = announced else {
+        return Err(Status::invalid_argument(if buf.is_empty() {
+            "the call carries no request message".to_string()
+        } else {
+            format!("a truncated gRPC message prefix ({} of 5 bytes)", buf.len())
+        }));
+    };
+    if buf.len() < 5 + len {
+        return Err(Status::invalid_argument(format!(
+            "a truncated request message: its prefix says {len} bytes, {} arrived",
+            buf.len() - 5
+        )));
+    }
+    let flag = buf[0];
+    Ok((flag, buf.freeze().slice(5..)))
+}
+
+impl OtlpGrpc {
+    /// Answers one call (any path: this is the whole server).
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<GrpcBody> {
+        if !is_grpc_proto(req.headers().get(hyper::header::CONTENT_TYPE)) {
+            let shown = req
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let mut r = failure(Status::invalid_argument(format!(
+                "content-type {}: an OTLP/gRPC call is application/grpc (or application/grpc+proto)",
+                shown.map_or("missing".to_string(), |v| format!("`{v}`"))
+            )));
+            *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return r;
+        }
+        let (signal, pipeline) = match req.uri().path() {
+            TRACES_PATH => (Signal::Traces, self.traces.clone()),
+            LOGS_PATH => (Signal::Logs, self.logs.clone()),
+            other => {
+                return failure(Status::unimplemented(format!(
+                    "no method {other}: this receiver serves {TRACES_PATH} and {LOGS_PATH}"
+                )));
+            }
+        };
+        let Some(pipeline) = pipeline else {
+            return failure(Status::unimplemented(format!("no {signal} pipeline")));
+        };
+        let gzip = match req.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
+            None | Some(b"identity") => false,
+            Some(b"gzip") => true,
+            Some(other) => {
+                let mut r = failure(Status::unimplemented(format!(
+                    "grpc-encoding `{}`: this receiver accepts gzip and identity",
+                    String::from_utf8_lossy(other)
+                )));
+                r.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("gzip,identity"),
+                );
+                return r;
+            }
+        };
+        let read = tokio::time::timeout(
+            self.read_timeout,
+            read_message(req.into_body(), self.max_message),
+        );
+        let (flag, message) = match read.await {
+            Ok(Ok(m)) => m,
+            Ok(Err(status)) => return failure(status),
+            Err(_) => {
+                return failure(Status::deadline_exceeded(format!(
+                    "the request message did not arrive within {:?} (read_timeout)",
+                    self.read_timeout
+                )));
+            }
+        };
+        let message = match (flag, gzip) {
+            (0, _) => message,
+            (1, true) => match gunzip(&message, self.max_message) {
+                Ok(m) => m,
+                Err(status) => return failure(status),
+            },
+            (1, false) => {
+                return failure(Status::invalid_argument(
+                    "the message is marked compressed but the call has no grpc-encoding",
+                ));
+            }
+            (other, _) => {
+                return failure(Status::invalid_argument(format!(
+                    "compressed-flag {other} in the message prefix (0 or 1)"
+                )));
+            }
+        };
+        match export(&pipeline, signal, message) {
+            Ok(response) => success(response),
+            Err(status) => failure(status),
+        }
     }
 }
 
-/// Validates `message` as a request of `K`'s signal and hands it to `pipeline`.
-fn export<K: ExportKind>(
-    pipeline: Option<&Pipeline>,
-    message: Bytes,
-) -> Result<Response<K::Response>, Status> {
-    let pipeline =
-        pipeline.ok_or_else(|| Status::unimplemented(format!("no {} pipeline", K::SIGNAL)))?;
-    let payload = OtlpData::from_protobuf(K::SIGNAL, message)
-        .map_err(|e| status(ConsumeError::Invalid(e.to_string())))?;
-    let rejected = pipeline.consume(payload).map_err(status)?;
-    Ok(Response::new(K::response(rejected)))
+/// Decompresses a gzip message, reading at most one byte past `max` (a gzip bomb stops there).
+fn gunzip(message: &[u8], max: usize) -> Result<Bytes, Status> {
+    let mut out = Vec::new();
+    let decoder = flate2::read::GzDecoder::new(message);
+    match decoder.take(max as u64 + 1).read_to_end(&mut out) {
+        Ok(_) if out.len() > max => Err(too_large(out.len(), max)),
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "invalid gzip message: {e}"
+        ))),
+    }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves; messages up to `max_message`
-/// bytes after decompression.
-pub async fn serve(
-    services: OtlpGrpc,
-    listener: tokio::net::TcpListener,
-    max_message: usize,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(ExportServer::<TracesExport>::new(
-            services.traces,
-            max_message,
-        ))
-        .add_service(ExportServer::<LogsExport>::new(services.logs, max_message))
-        .serve_with_incoming_shutdown(
-            // Responses go out as soon as they are written: with Nagle's algorithm on, a
-            // response's last frames waited for the client's delayed ACK (~40 ms a request).
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| {
-                    conn.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                },
-            ),
-            shutdown,
-        )
-        .await
+/// Validates `message` as a request of `signal` and hands it to `pipeline`; the encoded
+/// response message.
+fn export(pipeline: &Pipeline, signal: Signal, message: Bytes) -> Result<Vec<u8>, Status> {
+    let payload = OtlpData::from_protobuf(signal, message)
+        .map_err(|e| status(ConsumeError::Invalid(e.to_string())))?;
+    let rejected = pipeline.consume(payload).map_err(status)?;
+    Ok(match signal {
+        Signal::Traces => rejected.traces_response().encode_to_vec(),
+        Signal::Logs => rejected.logs_response().encode_to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -272,11 +354,29 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let services = OtlpGrpc {
+        let services = Arc::new(OtlpGrpc {
             traces: Some(pipeline),
             logs: None,
-        };
-        tokio::spawn(serve(services, listener, 1 << 20, std::future::pending()));
+            max_message: 1 << 20,
+            read_timeout: Duration::from_secs(5),
+        });
+        let limits = crate::config::GrpcServerConfig::default().limits();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            // Held by the server task: it stops when the test's runtime does.
+            let _stop = stop;
+            weft_runtime::net::serve(
+                listener,
+                limits,
+                weft_runtime::net::ListenerStats::new("test"),
+                move |req| {
+                    let s = services.clone();
+                    async move { s.handle(req).await }
+                },
+                stop_rx,
+            )
+            .await
+        });
         (addr, rx)
     }
 

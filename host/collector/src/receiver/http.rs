@@ -2,7 +2,10 @@
 //! hyper's HTTP/1.1 ([`weft_runtime::net`]).
 //!
 //! A protobuf body is validated into the payload as it is (no decode, no copy of the body);
-//! an OTLP/JSON body is parsed into the prost type and encoded once. Malformed OTLP is a 400.
+//! an OTLP/JSON body is parsed into the prost type and encoded once. Malformed OTLP is a 400,
+//! and so is JSON whose top level is not an object. A `Content-Length` over 4x the limit is a
+//! 413 before any of the body is read; a body that does not arrive within `read_timeout` is a 408.
+//! Both close the connection: the rest of such a body is never read.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -39,6 +42,8 @@ pub struct OtlpHttp {
     pub logs: Option<Arc<Pipeline>>,
     /// Largest body accepted, after decompression.
     pub max_body: usize,
+    /// Time for the whole body to arrive once the headers did.
+    pub read_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -130,28 +135,65 @@ impl OtlpHttp {
                 );
             }
         };
+        // A body announced far larger than the limit is refused before it is read: reading it
+        // (1 TB, say) would hold the connection for as long as the client likes. Up to 4x the
+        // limit it is read and dropped below, so that the client, still writing, gets the 413
+        // rather than a reset.
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > (self.max_body as u64).saturating_mul(4)) {
+            return closing(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                8,
+                format!("request body is larger than {} bytes", self.max_body),
+                enc,
+            ));
+        }
         // The compressed body is limited too: it can never usefully be larger than the limit.
         // Past the limit the rest is read and dropped (up to 4x), so the client gets the 413
         // instead of a connection reset.
         let mut incoming = req.into_body();
         let mut buf = Vec::new();
         let mut total = 0usize;
-        while let Some(frame) = incoming.frame().await {
-            let Ok(frame) = frame else {
+        let read = async {
+            while let Some(frame) = incoming.frame().await {
+                let Ok(frame) = frame else {
+                    return Err(());
+                };
+                if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    if total <= self.max_body {
+                        buf.extend_from_slice(&data);
+                    } else if total > self.max_body.saturating_mul(4) {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.read_timeout, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     3,
                     "request body ended early".into(),
                     enc,
                 );
-            };
-            if let Ok(data) = frame.into_data() {
-                total += data.len();
-                if total <= self.max_body {
-                    buf.extend_from_slice(&data);
-                } else if total > self.max_body.saturating_mul(4) {
-                    break;
-                }
+            }
+            Err(_) => {
+                return closing(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    4,
+                    format!(
+                        "the request body did not arrive within {:?} (read_timeout)",
+                        self.read_timeout
+                    ),
+                    enc,
+                ));
             }
         }
         if total > self.max_body {
@@ -230,6 +272,37 @@ impl OtlpHttp {
     }
 }
 
+/// `response` with `Connection: close`: hyper then closes the connection once it is written,
+/// without reading the rest of a request body nobody wants.
+fn closing(mut response: Resp) -> Resp {
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// OTLP/JSON's top level is an `Export*ServiceRequest` object. serde would also read a struct
+/// from an array (`[]` as an empty request), which no OTLP client sends and the Collector
+/// refuses; so the first byte that is not whitespace must open an object.
+fn check_json_object(body: &[u8]) -> Result<(), String> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        first => Err(format!(
+            "invalid OTLP/JSON: the top level must be an object like {{\"resourceSpans\": [...]}} \
+             or {{\"resourceLogs\": [...]}}, not {}",
+            match first {
+                None => "an empty body",
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b'n') => "null",
+                Some(b't' | b'f') => "a boolean",
+                Some(_) => "a number or other value",
+            }
+        )),
+    }
+}
+
 /// The request `body` as a payload of the pipeline's signal. Protobuf is validated as it is,
 /// never decoded (the body's buffer becomes the payload's); OTLP/JSON is parsed into the prost
 /// type and encoded once. The error is the message of the 400.
@@ -237,6 +310,9 @@ fn decode(pipeline: &Pipeline, body: Bytes, enc: Encoding) -> Result<Payload, St
     use weft_runtime::Signal;
     let invalid = |e: weft_runtime::WireError| ConsumeError::Invalid(e.to_string()).to_string();
     let json = |e: serde_json::Error| format!("invalid OTLP/JSON: {e}");
+    if enc == Encoding::Json {
+        check_json_object(&body)?;
+    }
     match (pipeline.signal, enc) {
         (signal, Encoding::Protobuf) => Payload::from_protobuf(signal, body).map_err(invalid),
         (Signal::Traces, Encoding::Json) => {
