@@ -22,7 +22,7 @@ use weft_runtime::net::{BindError, ListenerStats, bind};
 use weft_runtime::telemetry::{Exposition, MetricKind, MetricsSource};
 
 use config::CollectorConfig;
-pub use pipeline::{Payload, Pipeline, PipelineStats, PluginSlot};
+pub use pipeline::{ExporterStats, Payload, Pipeline, PipelineStats, PluginSlot, ProcessorStats};
 
 /// A running collector: its listeners and pipelines. Stopped by the `stop` channel given to
 /// [`start`], then [`Collector::drain`].
@@ -64,7 +64,7 @@ pub async fn start_with(
     let mut exporters = tokio::task::JoinSet::new();
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
     for (signal, p) in &config.pipelines {
-        let stats = Arc::new(PipelineStats::default());
+        let stats = Arc::new(PipelineStats::new(&p.processors, &p.exporters));
         let mut queues = Vec::new();
         for id in &p.exporters {
             let cfg = &config.exporters[id];
@@ -80,7 +80,7 @@ pub async fn start_with(
                 }
                 Err(e) => {
                     tracing::error!(exporter = %id, error = %e, "cannot start the exporter; its data fails");
-                    exporters.spawn(exporter::fail_all(rx, stats.clone()));
+                    exporters.spawn(exporter::fail_all(id.clone(), rx, stats.clone()));
                 }
             }
             queues.push(pipeline::ExporterQueue { id: id.clone(), tx });
@@ -204,11 +204,24 @@ impl Collector {
     }
 }
 
-/// The `weft_pipeline_*` metrics of a set of pipelines.
+/// The pipelines' self-metrics: weft's own (`weft_pipeline_*`, `weft_exporter_*`) and the same
+/// counts under the OpenTelemetry Collector's names (`otelcol_*`); docs/COLLECTOR.md lists them.
 struct PipelineMetrics(Vec<Arc<Pipeline>>);
 
 /// Reads one counter of a pipeline's stats.
 type StatFn = fn(&PipelineStats) -> u64;
+/// Reads one counter of an exporter's stats.
+type ExporterFn = fn(&ExporterStats) -> u64;
+/// Reads one counter of a processor's stats.
+type ProcessorFn = fn(&ProcessorStats) -> u64;
+
+/// The Collector's word for a signal's items in its metric names.
+fn items_noun(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "spans",
+        Signal::Logs => "log_records",
+    }
+}
 
 impl MetricsSource for PipelineMetrics {
     fn render(&self, out: &mut Exposition) {
@@ -235,7 +248,7 @@ impl MetricsSource for PipelineMetrics {
             ),
             (
                 "weft_pipeline_refused_items_total",
-                "Items refused (malformed or back-pressure).",
+                "Items refused (malformed, back-pressure, shutting down).",
                 |s| s.refused.load(Relaxed),
             ),
             (
@@ -245,12 +258,12 @@ impl MetricsSource for PipelineMetrics {
             ),
             (
                 "weft_pipeline_exported_items_total",
-                "Items exporters wrote.",
+                "Items exporters wrote (summed over exporters).",
                 |s| s.exported.load(Relaxed),
             ),
             (
                 "weft_pipeline_failed_items_total",
-                "Items exporters failed to write.",
+                "Items exporters failed to write (summed over exporters).",
                 |s| s.failed.load(Relaxed),
             ),
             (
@@ -263,6 +276,196 @@ impl MetricsSource for PipelineMetrics {
             let mut family = out.family(name, help, MetricKind::Counter);
             for p in &self.0 {
                 family.sample(&[("pipeline", p.signal.as_str())], get(&p.stats));
+            }
+        }
+        let mut dropped = out.family(
+            "weft_pipeline_dropped_items_total",
+            "Items of accepted requests a processor dropped: by its fail-closed policy after a \
+             failure (reason fail_closed), or on purpose (reason plugin, e.g. a sampler).",
+            MetricKind::Counter,
+        );
+        for p in &self.0 {
+            for s in &p.stats.processors {
+                for (reason, n) in [
+                    ("fail_closed", s.dropped_fail_closed.load(Relaxed)),
+                    ("plugin", s.dropped_by_plugin.load(Relaxed)),
+                ] {
+                    dropped.sample(
+                        &[
+                            ("pipeline", p.signal.as_str()),
+                            ("plugin", &s.id),
+                            ("reason", reason),
+                        ],
+                        n,
+                    );
+                }
+            }
+        }
+        let mut enqueued = out.family(
+            "weft_exporter_enqueued_items_total",
+            "Items put in an exporter's queue.",
+            MetricKind::Counter,
+        );
+        for p in &self.0 {
+            for e in &p.stats.exporters {
+                enqueued.sample(
+                    &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
+                    e.enqueued.load(Relaxed),
+                );
+            }
+        }
+        let mut in_flight = out.family(
+            "weft_exporter_in_flight_items",
+            "Items queued for an exporter and neither sent nor failed yet (in its queue, in a \
+             batch, or being sent or retried).",
+            MetricKind::Gauge,
+        );
+        for p in &self.0 {
+            for e in &p.stats.exporters {
+                in_flight.sample(
+                    &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
+                    e.in_flight(),
+                );
+            }
+        }
+        self.render_otelcol(out);
+    }
+}
+
+impl PipelineMetrics {
+    /// The OpenTelemetry Collector's names for the same counts, so its dashboards and alerts
+    /// work: counters with the `_total` suffix its Prometheus endpoint adds, the receiver
+    /// metrics without the `receiver` and `transport` labels (weft counts per pipeline).
+    fn render_otelcol(&self, out: &mut Exposition) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for signal in [Signal::Traces, Signal::Logs] {
+            let pipelines: Vec<&Pipeline> = self
+                .0
+                .iter()
+                .filter(|p| p.signal == signal)
+                .map(|p| &**p)
+                .collect();
+            if pipelines.is_empty() {
+                continue;
+            }
+            let noun = items_noun(signal);
+            let receiver: [(&str, &str, StatFn); 2] = [
+                (
+                    "accepted",
+                    "Items pushed into the pipeline: exported, queued, or dropped by a processor.",
+                    // Refused first: it only grows after `received` did, so no underflow.
+                    |s| {
+                        let refused = s.refused.load(Relaxed);
+                        s.received.load(Relaxed).saturating_sub(refused)
+                    },
+                ),
+                (
+                    "refused",
+                    "Items that could not be pushed into the pipeline (the client was told).",
+                    |s| s.refused.load(Relaxed),
+                ),
+            ];
+            for (what, help, get) in receiver {
+                let name = format!("otelcol_receiver_{what}_{noun}_total");
+                let mut f = out.family(&name, help, MetricKind::Counter);
+                for p in &pipelines {
+                    f.sample(&[("pipeline", p.signal.as_str())], get(&p.stats));
+                }
+            }
+            let name = format!("otelcol_processor_dropped_{noun}_total");
+            let mut f = out.family(
+                &name,
+                "Items a processor dropped (fail-closed or on purpose).",
+                MetricKind::Counter,
+            );
+            for p in &pipelines {
+                for s in &p.stats.processors {
+                    f.sample(
+                        &[("pipeline", p.signal.as_str()), ("processor", &s.id)],
+                        s.dropped_fail_closed.load(Relaxed) + s.dropped_by_plugin.load(Relaxed),
+                    );
+                }
+            }
+            let exporter: [(&str, &str, ExporterFn); 3] = [
+                ("sent", "Items successfully sent to the destination.", |e| {
+                    e.sent.load(Relaxed)
+                }),
+                (
+                    "send_failed",
+                    "Items the exporter failed to send (given up or rejected by the peer).",
+                    |e| e.send_failed.load(Relaxed),
+                ),
+                (
+                    "enqueue_failed",
+                    "Items of requests refused because the exporter's queue was full.",
+                    |e| e.enqueue_failed.load(Relaxed),
+                ),
+            ];
+            for (what, help, get) in exporter {
+                let name = format!("otelcol_exporter_{what}_{noun}_total");
+                let mut f = out.family(&name, help, MetricKind::Counter);
+                for p in &pipelines {
+                    for e in &p.stats.exporters {
+                        f.sample(
+                            &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
+                            get(e),
+                        );
+                    }
+                }
+            }
+        }
+        let processor: [(&str, &str, ProcessorFn); 2] = [
+            (
+                "otelcol_processor_incoming_items_total",
+                "Items handed to a processor.",
+                |s| s.incoming.load(Relaxed),
+            ),
+            (
+                "otelcol_processor_outgoing_items_total",
+                "Items a processor passed on.",
+                |s| s.outgoing.load(Relaxed),
+            ),
+        ];
+        for (name, help, get) in processor {
+            let mut f = out.family(name, help, MetricKind::Counter);
+            for p in &self.0 {
+                for s in &p.stats.processors {
+                    f.sample(
+                        &[
+                            ("pipeline", p.signal.as_str()),
+                            ("processor", &s.id),
+                            ("otel_signal", p.signal.as_str()),
+                        ],
+                        get(s),
+                    );
+                }
+            }
+        }
+        let gauges: [(&str, &str, fn(&pipeline::ExporterQueue) -> usize); 2] = [
+            (
+                "otelcol_exporter_queue_size",
+                "Requests in an exporter's queue.",
+                |e| e.tx.max_capacity() - e.tx.capacity(),
+            ),
+            (
+                "otelcol_exporter_queue_capacity",
+                "Requests an exporter's queue holds at most.",
+                |e| e.tx.max_capacity(),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut f = out.family(name, help, MetricKind::Gauge);
+            for p in &self.0 {
+                for e in &p.exporters {
+                    f.sample(
+                        &[
+                            ("pipeline", p.signal.as_str()),
+                            ("exporter", &e.id),
+                            ("data_type", p.signal.as_str()),
+                        ],
+                        get(e),
+                    );
+                }
             }
         }
     }

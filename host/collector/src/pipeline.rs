@@ -85,14 +85,24 @@ impl From<weft_runtime::WireError> for ConsumeError {
     }
 }
 
-/// Counters of one pipeline.
+/// Counters of one pipeline. They add up: for every exporter `e`,
+///
+/// `received = refused + dropped_fail_closed + dropped_by_plugins + e.enqueued` and
+/// `e.enqueued = e.sent + e.send_failed + e.in_flight()`,
+///
+/// as long as no processor returns more items than it was given.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     /// Items received from clients.
     pub received: AtomicU64,
-    /// Items refused (malformed, or queue full). A request the receiver's validation refuses
-    /// never reaches the pipeline and counts nothing: its items cannot be counted.
+    /// Items refused (malformed, a queue full, shutting down): the client was told to retry or
+    /// that the request is invalid. A request the receiver's validation refuses never reaches
+    /// the pipeline and counts nothing here.
     pub refused: AtomicU64,
+    /// Items of accepted requests that a processor's fail-closed policy dropped.
+    pub dropped_fail_closed: AtomicU64,
+    /// Items of accepted requests that a processor dropped on purpose (a sampler).
+    pub dropped_by_plugins: AtomicU64,
     /// Items handed to exporters (counted once per exporter).
     pub queued: AtomicU64,
     /// Items exporters wrote out.
@@ -101,6 +111,97 @@ pub struct PipelineStats {
     pub failed: AtomicU64,
     /// Export attempts retried after a retryable failure.
     pub retries: AtomicU64,
+    /// Per processor, in pipeline order (empty in stats made with `default()`).
+    pub processors: Vec<ProcessorStats>,
+    /// Per exporter (empty in stats made with `default()`).
+    pub exporters: Vec<ExporterStats>,
+}
+
+impl PipelineStats {
+    /// Counters for a pipeline with these processor and exporter ids.
+    pub fn new<'a>(
+        processors: impl IntoIterator<Item = &'a String>,
+        exporters: impl IntoIterator<Item = &'a String>,
+    ) -> Self {
+        PipelineStats {
+            processors: processors
+                .into_iter()
+                .map(|id| ProcessorStats {
+                    id: id.clone(),
+                    ..ProcessorStats::default()
+                })
+                .collect(),
+            exporters: exporters
+                .into_iter()
+                .map(|id| ExporterStats {
+                    id: id.clone(),
+                    ..ExporterStats::default()
+                })
+                .collect(),
+            ..PipelineStats::default()
+        }
+    }
+
+    /// The counters of exporter `id`, if these stats have them.
+    pub fn exporter(&self, id: &str) -> Option<&ExporterStats> {
+        self.exporters.iter().find(|e| e.id == id)
+    }
+
+    /// The counters of processor `id`, if these stats have them.
+    pub fn processor(&self, id: &str) -> Option<&ProcessorStats> {
+        self.processors.iter().find(|p| p.id == id)
+    }
+}
+
+/// Counters of one processor in one pipeline, for accepted requests only: a request refused
+/// after processing (a full queue) is counted once, as refused, and not here.
+#[derive(Debug, Default)]
+pub struct ProcessorStats {
+    /// The processor id (its plugin's name).
+    pub id: String,
+    /// Items handed to it.
+    pub incoming: AtomicU64,
+    /// Items it passed on (returned, or passed unprocessed by fail-open).
+    pub outgoing: AtomicU64,
+    /// Items its fail-closed policy dropped.
+    pub dropped_fail_closed: AtomicU64,
+    /// Items it dropped on purpose.
+    pub dropped_by_plugin: AtomicU64,
+}
+
+/// Counters of one exporter in one pipeline.
+#[derive(Debug, Default)]
+pub struct ExporterStats {
+    /// The exporter id.
+    pub id: String,
+    /// Items put in its queue.
+    pub enqueued: AtomicU64,
+    /// Items it wrote out.
+    pub sent: AtomicU64,
+    /// Items it failed to write (given up, or rejected by the peer).
+    pub send_failed: AtomicU64,
+    /// Items of requests refused because its queue was full.
+    pub enqueue_failed: AtomicU64,
+    /// Export attempts retried.
+    pub retries: AtomicU64,
+}
+
+impl ExporterStats {
+    /// Items queued and neither sent nor failed yet: in the queue, in a batch being built, or in
+    /// an export attempt and its retries.
+    pub fn in_flight(&self) -> u64 {
+        // Outcomes first: each follows its enqueue, so this never goes negative.
+        let done = self.sent.load(Ordering::Relaxed) + self.send_failed.load(Ordering::Relaxed);
+        self.enqueued.load(Ordering::Relaxed).saturating_sub(done)
+    }
+}
+
+/// What the processors did to one request, counted only once the request is accepted.
+#[derive(Debug, Default)]
+struct Processed {
+    rejected: Rejected,
+    /// Per processor called: `(index, incoming, outgoing, dropped by fail-closed)`.
+    steps: Vec<(usize, u64, u64, u64)>,
 }
 
 /// An exporter's queue.
@@ -125,9 +226,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Runs the processors over `payload` and queues the result for every exporter.
-    /// Returns the items a processor's fail-closed policy dropped (with the first processor's
-    /// id), which receivers report to the client as OTLP partial success.
+    /// Runs the processors over `payload` and queues the result for every exporter, or for none
+    /// (a request is never half-delivered). Returns the items a processor's fail-closed policy
+    /// dropped (with the first processor's id), which receivers report to the client as OTLP
+    /// partial success. Every item received is counted once as refused, dropped or queued.
     ///
     /// `payload` must already be validated (receivers build it with
     /// [`OtlpData::from_protobuf`]); with processors, must be called on a multi-threaded tokio
@@ -136,11 +238,11 @@ impl Pipeline {
         let n = payload.items();
         self.stats.received.fetch_add(n, Ordering::Relaxed);
         let processed = if self.processors.is_empty() {
-            Ok((payload, Rejected::default()))
+            Ok((payload, Processed::default()))
         } else {
             tokio::task::block_in_place(|| self.process(payload))
         };
-        let (payload, rejected) = match processed {
+        let (payload, processed) = match processed {
             Ok(p) => p,
             Err(e) => {
                 self.stats.refused.fetch_add(n, Ordering::Relaxed);
@@ -149,47 +251,167 @@ impl Pipeline {
         };
         let out = payload.items();
         if out == 0 {
-            return Ok(rejected);
+            self.commit(&processed);
+            return Ok(processed.rejected);
         }
-        // Refuse before queueing anywhere, so a full queue never half-delivers a request.
-        if let Some(full) = self.exporters.iter().find(|e| e.tx.capacity() == 0) {
-            self.stats.refused.fetch_add(n, Ordering::Relaxed);
-            return Err(ConsumeError::QueueFull(full.id.clone()));
-        }
-        // One clone per exporter: a reference count on the same bytes.
+        // A slot in every queue first, so a request is queued everywhere or nowhere: a full
+        // second queue must not leave the first with a copy the client will send again.
+        let mut permits = Vec::with_capacity(self.exporters.len());
         for e in &self.exporters {
-            match e.tx.try_send(payload.clone()) {
-                Ok(()) => {
-                    self.stats.queued.fetch_add(out, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.stats.refused.fetch_add(out, Ordering::Relaxed);
+            match e.tx.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    self.stats.refused.fetch_add(n, Ordering::Relaxed);
+                    if let Some(s) = self.stats.exporter(&e.id) {
+                        s.enqueue_failed.fetch_add(out, Ordering::Relaxed);
+                    }
                     return Err(ConsumeError::QueueFull(e.id.clone()));
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    self.stats.refused.fetch_add(n, Ordering::Relaxed);
                     return Err(ConsumeError::ShuttingDown);
                 }
             }
         }
-        Ok(rejected)
+        self.commit(&processed);
+        for (permit, e) in permits.into_iter().zip(&self.exporters) {
+            // Counted before the send, so an exporter's outcome never precedes its enqueue.
+            if let Some(s) = self.stats.exporter(&e.id) {
+                s.enqueued.fetch_add(out, Ordering::Relaxed);
+            }
+            self.stats.queued.fetch_add(out, Ordering::Relaxed);
+            // One clone per exporter: a reference count on the same bytes.
+            permit.send(payload.clone());
+        }
+        Ok(processed.rejected)
+    }
+
+    /// Counts what the processors did to a request that was accepted.
+    fn commit(&self, processed: &Processed) {
+        for &(i, incoming, outgoing, fail_closed) in &processed.steps {
+            // What a processor removed beyond its fail-closed drops, it dropped on purpose.
+            let by_plugin = incoming
+                .saturating_sub(outgoing)
+                .saturating_sub(fail_closed);
+            self.stats
+                .dropped_fail_closed
+                .fetch_add(fail_closed, Ordering::Relaxed);
+            self.stats
+                .dropped_by_plugins
+                .fetch_add(by_plugin, Ordering::Relaxed);
+            let stats = self
+                .processors
+                .get(i)
+                .and_then(|(id, _)| self.stats.processor(id));
+            if let Some(p) = stats {
+                p.incoming.fetch_add(incoming, Ordering::Relaxed);
+                p.outgoing.fetch_add(outgoing, Ordering::Relaxed);
+                p.dropped_fail_closed
+                    .fetch_add(fail_closed, Ordering::Relaxed);
+                p.dropped_by_plugin.fetch_add(by_plugin, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The processors in order; a plugin failure is handled by its fail policy inside.
-    fn process(&self, mut payload: Payload) -> Result<(Payload, Rejected), ConvertError> {
-        let mut rejected = Rejected::default();
-        for (id, slot) in &self.processors {
+    fn process(&self, mut payload: Payload) -> Result<(Payload, Processed), ConvertError> {
+        let mut done = Processed::default();
+        for (i, (id, slot)) in self.processors.iter().enumerate() {
             // One version per request: a reload swaps the slot, requests in flight finish on
             // the version they started with.
             let plugin = slot.load();
+            let incoming = payload.items();
             let report;
             (payload, report) = plugin.process_data(payload)?;
             if report.failed_items_dropped > 0 {
-                rejected.items += report.failed_items_dropped;
-                rejected.message.get_or_insert_with(|| {
+                done.rejected.items += report.failed_items_dropped;
+                done.rejected.message.get_or_insert_with(|| {
                     format!("processor {id} failed and its fail policy (closed) dropped the data")
                 });
             }
+            done.steps
+                .push((i, incoming, payload.items(), report.failed_items_dropped));
         }
-        Ok((payload, rejected))
+        Ok((payload, done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+
+    /// A request of `n` valid spans.
+    fn spans(n: usize) -> Payload {
+        Payload::from_traces(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        };
+                        n
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .expect("valid spans")
+    }
+
+    #[test]
+    fn a_request_is_queued_for_every_exporter_or_for_none_and_counted_once() {
+        let (tx_a, mut rx_a) = mpsc::channel(4);
+        let (tx_b, mut rx_b) = mpsc::channel(1);
+        let ids = ["a".to_string(), "b".to_string()];
+        let pipeline = Pipeline {
+            signal: Signal::Traces,
+            processors: Vec::new(),
+            exporters: vec![
+                ExporterQueue {
+                    id: ids[0].clone(),
+                    tx: tx_a,
+                },
+                ExporterQueue {
+                    id: ids[1].clone(),
+                    tx: tx_b,
+                },
+            ],
+            stats: Arc::new(PipelineStats::new([], &ids)),
+        };
+        pipeline.consume(spans(2)).expect("queued for both");
+        // `b` holds one request: the next one must not reach `a` either.
+        match pipeline.consume(spans(3)) {
+            Err(ConsumeError::QueueFull(id)) => assert_eq!(id, "b"),
+            other => panic!("expected b's queue to be full, got {other:?}"),
+        }
+        assert_eq!(rx_a.try_recv().map(|p| p.items()).ok(), Some(2));
+        assert!(rx_a.try_recv().is_err(), "nothing half-delivered");
+        assert_eq!(rx_b.try_recv().map(|p| p.items()).ok(), Some(2));
+        let s = &pipeline.stats;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!((ld(&s.received), ld(&s.refused), ld(&s.queued)), (5, 3, 4));
+        for e in &s.exporters {
+            assert_eq!(ld(&e.enqueued), 2, "{}", e.id);
+            // received = refused + enqueued, for each exporter.
+            assert_eq!(ld(&s.received), ld(&s.refused) + ld(&e.enqueued));
+        }
+        let b = s.exporter("b").expect("b");
+        assert_eq!(ld(&b.enqueue_failed), 3);
+        assert_eq!(ld(&s.exporter("a").expect("a").enqueue_failed), 0);
+
+        // Once closed, requests are refused (and counted) as shutting down.
+        drop(rx_a);
+        drop(rx_b);
+        assert!(matches!(
+            pipeline.consume(spans(1)),
+            Err(ConsumeError::ShuttingDown)
+        ));
+        assert_eq!(ld(&s.refused), 4);
     }
 }

@@ -135,8 +135,11 @@ pub enum CallError {
         plugin: String,
         /// How it trapped.
         kind: TrapKind,
-        /// wasmtime's trap message with the guest backtrace.
+        /// wasmtime's trap message (one line, without the backtrace).
         message: String,
+        /// The guest's wasm backtrace, when wasmtime captured one (several lines; logged at
+        /// debug level).
+        backtrace: Option<String>,
     },
     /// The guest returned an error; the fail policy applies.
     #[error("plugin `{plugin}` returned an error: {message}")]

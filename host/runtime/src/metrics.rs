@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::TrapKind;
+use crate::log_limit::PluginLogLimits;
 use crate::telemetry::{Exposition, MetricKind, MetricsSource, sanitize};
 
 /// Upper bounds (seconds) of the call-duration histogram buckets.
@@ -44,7 +45,8 @@ pub struct PluginMetrics {
     pub items_in: AtomicU64,
     /// Items the guest returned.
     pub items_out: AtomicU64,
-    /// Items the guest dropped (by choice, e.g. sampling).
+    /// Items the guest dropped (by choice, e.g. sampling). Items its failures dropped under the
+    /// fail-closed policy are [`Self::failed_closed_items`].
     pub items_dropped: AtomicU64,
     /// Batches passed on unchanged after a failure (fail-open).
     pub failed_open: AtomicU64,
@@ -52,6 +54,11 @@ pub struct PluginMetrics {
     pub failed_closed: AtomicU64,
     /// Items dropped after a failure (fail-closed).
     pub failed_closed_items: AtomicU64,
+    /// Items passed on unprocessed after a failure (fail-open).
+    pub failed_open_items: AtomicU64,
+    /// The rate limits of the log lines this plugin makes the host write (kept across reloads,
+    /// like the counters).
+    pub logs: PluginLogLimits,
     /// Instances created (initial, after traps, and for concurrency).
     pub instantiations: AtomicU64,
     /// New versions swapped in by hot reload.
@@ -168,7 +175,8 @@ impl MetricsSource for MetricsRegistry {
             ),
             (
                 "weft_plugin_items_dropped_total",
-                "Items the plugin dropped.",
+                "Items the plugin dropped by choice (e.g. sampling); items its failures dropped \
+                 are weft_plugin_fail_policy_items_total{policy=\"closed\"}.",
                 |p| p.items_dropped.load(Ordering::Relaxed),
             ),
             (
@@ -184,7 +192,7 @@ impl MetricsSource for MetricsRegistry {
             }
         }
         // Families with a second label: (family, help, label, [(value, counter)]).
-        let labelled: [LabelledFamily; 3] = [
+        let labelled: [LabelledFamily; 5] = [
             (
                 "weft_plugin_reloads_total",
                 "Hot reloads by result.",
@@ -212,6 +220,26 @@ impl MetricsSource for MetricsRegistry {
                 [
                     ("open", |p| p.failed_open.load(Ordering::Relaxed)),
                     ("closed", |p| p.failed_closed.load(Ordering::Relaxed)),
+                ],
+            ),
+            (
+                "weft_plugin_fail_policy_items_total",
+                "Items of failed batches by the policy applied: passed on unprocessed (open) or \
+                 dropped (closed).",
+                "policy",
+                [
+                    ("open", |p| p.failed_open_items.load(Ordering::Relaxed)),
+                    ("closed", |p| p.failed_closed_items.load(Ordering::Relaxed)),
+                ],
+            ),
+            (
+                "weft_plugin_log_lines_suppressed_total",
+                "Log lines about the plugin not written because of the per-plugin rate limit, \
+                 by source.",
+                "source",
+                [
+                    ("failure", |p| p.logs.failures.suppressed_total()),
+                    ("stdio", |p| p.logs.stdio.suppressed_total()),
                 ],
             ),
         ];

@@ -835,13 +835,16 @@ impl<X: Send + 'static> Instances<X> {
         let name = &self.settings.name;
         let mut wasi = WasiCtxBuilder::new();
         let plugin_name: Arc<str> = Arc::from(name.as_str());
+        let limit = self.shared.metrics.logs.stdio.clone();
         wasi.stdout(stdio::LogStream {
             plugin: plugin_name.clone(),
             which: stdio::Which::Stdout,
+            limit: limit.clone(),
         });
         wasi.stderr(stdio::LogStream {
             plugin: plugin_name,
             which: stdio::Which::Stderr,
+            limit,
         });
         for var in &self.settings.capabilities.env {
             if let Ok(value) = std::env::var(var) {
@@ -993,17 +996,36 @@ impl<X: Send + 'static> Instances<X> {
     }
 
     /// Logs and counts a failed batch (or HTTP stream); returns the policy to apply.
+    ///
+    /// The log is one line per failure, at most the plugin's failure budget per interval
+    /// ([`crate::log_limit`]); the rest are counted and summed up in one line per interval. A
+    /// trap's wasm backtrace is logged at debug level only.
     pub fn on_failure(&self, err: &CallError, items: u64) -> FailPolicy {
         let policy = self.settings.fail_policy;
         let m = &self.shared.metrics;
         match policy {
-            FailPolicy::Open => m.failed_open.fetch_add(1, Ordering::Relaxed),
+            FailPolicy::Open => {
+                m.failed_open_items.fetch_add(items, Ordering::Relaxed);
+                m.failed_open.fetch_add(1, Ordering::Relaxed)
+            }
             FailPolicy::Closed => {
                 m.failed_closed_items.fetch_add(items, Ordering::Relaxed);
                 m.failed_closed.fetch_add(1, Ordering::Relaxed)
             }
         };
-        tracing::warn!(plugin = %self.settings.name, policy = ?policy, items, "{err}");
+        let plugin = self.settings.name.as_str();
+        if m.logs.failures.admit(plugin) {
+            // One line, whatever the guest put in its message.
+            let line = err.to_string().replace('\n', "\\n");
+            tracing::warn!(plugin, policy = ?policy, items, "{line}");
+            if let CallError::Trapped {
+                backtrace: Some(bt),
+                ..
+            } = err
+            {
+                tracing::debug!(plugin, "wasm backtrace of the trap:\n{bt}");
+            }
+        }
         policy
     }
 }
@@ -1036,9 +1058,21 @@ pub(crate) fn classify_trap<X>(
         Some(Trap::UnreachableCodeReached) => TrapKind::Panic,
         _ => TrapKind::Other,
     };
+    // wasmtime attaches the guest backtrace as a multi-line context: keep it apart, so the
+    // message is the trap itself (and whatever context the host added), on one line.
+    let backtrace = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string());
+    let message = err
+        .chain()
+        .map(|e| e.to_string())
+        .filter(|m| Some(m) != backtrace.as_ref())
+        .collect::<Vec<_>>()
+        .join(": ");
     CallError::Trapped {
         plugin: plugin.to_string(),
         kind,
-        message: format!("{err:#}"),
+        message,
+        backtrace,
     }
 }

@@ -250,11 +250,14 @@ pub(crate) mod stdio {
         Stderr,
     }
 
-    /// A stdout/stderr that writes lines to `tracing`.
+    /// A stdout/stderr that writes lines to `tracing`, at most the plugin's
+    /// [`LogLimiter`](crate::log_limit::LogLimiter) budget per interval (a guest that panics on
+    /// every batch writes its panic message every time).
     #[derive(Clone)]
     pub struct LogStream {
         pub plugin: std::sync::Arc<str>,
         pub which: Which,
+        pub limit: std::sync::Arc<crate::log_limit::LogLimiter>,
     }
 
     /// Longest line kept; longer output is flushed in pieces of this size.
@@ -267,8 +270,11 @@ pub(crate) mod stdio {
 
     impl LineWriter {
         fn emit(&self, line: &[u8]) {
-            let text = String::from_utf8_lossy(line);
             let plugin = &*self.stream.plugin;
+            if !self.stream.limit.admit(plugin) {
+                return;
+            }
+            let text = String::from_utf8_lossy(line);
             match self.stream.which {
                 Which::Stdout => {
                     tracing::info!(target: "weft::guest", plugin, stream = "stdout", "{text}")

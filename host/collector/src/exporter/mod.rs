@@ -20,7 +20,7 @@ pub mod otlphttp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{DeliveryConfig, ExporterConfig};
-use crate::pipeline::{Payload, PipelineStats};
+use crate::pipeline::{ExporterStats, Payload, PipelineStats};
 
 pub use memory::InMemoryExporter;
 
@@ -152,6 +152,13 @@ pub async fn run(
     mut rx: mpsc::Receiver<Payload>,
     stats: Arc<PipelineStats>,
 ) {
+    // This exporter's own counters, next to the pipeline's (absent in stats made without ids).
+    let own = stats.exporter(&id);
+    let count = |get: fn(&ExporterStats) -> &AtomicU64, n: u64| {
+        if let Some(s) = own {
+            get(s).fetch_add(n, Ordering::Relaxed);
+        }
+    };
     let mut carry: Option<Payload> = None;
     loop {
         let mut batch = match carry.take() {
@@ -180,6 +187,7 @@ pub async fn run(
             Ok(b) => b,
             Err(error) => {
                 stats.failed.fetch_add(items, Ordering::Relaxed);
+                count(|s| &s.send_failed, items);
                 tracing::error!(exporter = %id, items, error = %error, "cannot encode the batch, dropping it");
                 continue;
             }
@@ -194,6 +202,8 @@ pub async fn run(
                         .exported
                         .fetch_add(items - rejected, Ordering::Relaxed);
                     stats.failed.fetch_add(rejected, Ordering::Relaxed);
+                    count(|s| &s.sent, items - rejected);
+                    count(|s| &s.send_failed, rejected);
                     break;
                 }
                 Err(e) => e,
@@ -211,11 +221,13 @@ pub async fn run(
             match wait {
                 Some(wait) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
+                    count(|s| &s.retries, 1);
                     tracing::warn!(exporter = %id, items, error = %error, retry_in = ?wait, "export failed, retrying");
                     tokio::time::sleep(wait).await;
                 }
                 None => {
                     stats.failed.fetch_add(items, Ordering::Relaxed);
+                    count(|s| &s.send_failed, items);
                     tracing::error!(exporter = %id, items, error = %error, "export failed, dropping the batch");
                     break;
                 }
@@ -224,10 +236,13 @@ pub async fn run(
     }
 }
 
-/// Drains the queue of an exporter that could not be built, counting every item as failed.
-pub async fn fail_all(mut rx: mpsc::Receiver<Payload>, stats: Arc<PipelineStats>) {
+/// Drains the queue of exporter `id`, which could not be built, counting every item as failed.
+pub async fn fail_all(id: String, mut rx: mpsc::Receiver<Payload>, stats: Arc<PipelineStats>) {
     while let Some(p) = rx.recv().await {
         stats.failed.fetch_add(p.items(), Ordering::Relaxed);
+        if let Some(s) = stats.exporter(&id) {
+            s.send_failed.fetch_add(p.items(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -300,13 +315,20 @@ mod tests {
         delivery: DeliveryConfig,
         requests: Vec<Payload>,
     ) -> (u64, u64, u64) {
-        let stats = Arc::new(PipelineStats::default());
+        let id = "test".to_string();
+        let stats = Arc::new(PipelineStats::new([], [&id]));
         let (tx, rx) = mpsc::channel(delivery.queue.queue_size);
         for r in requests {
             tx.try_send(r).expect("room");
         }
         drop(tx);
-        run("test".into(), exporter, delivery, rx, stats.clone()).await;
+        run(id.clone(), exporter, delivery, rx, stats.clone()).await;
+        // The exporter's own counters say the same as the pipeline's (one exporter).
+        let own = stats.exporter(&id).expect("registered");
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(ld(&own.sent), ld(&stats.exported));
+        assert_eq!(ld(&own.send_failed), ld(&stats.failed));
+        assert_eq!(ld(&own.retries), ld(&stats.retries));
         (
             stats.exported.load(Ordering::Relaxed),
             stats.failed.load(Ordering::Relaxed),
