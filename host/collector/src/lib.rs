@@ -441,7 +441,8 @@ impl PipelineMetrics {
                 }
             }
         }
-        let gauges: [(&str, &str, fn(&pipeline::ExporterQueue) -> usize); 2] = [
+        type Gauge = fn(&pipeline::ExporterQueue) -> usize;
+        let gauges: [(&str, &str, Gauge); 2] = [
             (
                 "otelcol_exporter_queue_size",
                 "Requests in an exporter's queue.",

@@ -99,6 +99,9 @@ impl ServerLimits {
     }
 }
 
+/// Reads one counter of a listener.
+type Counter = fn(&ListenerStats) -> &AtomicU64;
+
 /// The counters of one listener (`weft_listener_*{listener="<configuration key>"}`).
 #[derive(Debug, Default)]
 pub struct ListenerStats {
@@ -145,7 +148,7 @@ impl MetricsSource for ListenerMetrics {
         for l in &self.0 {
             f.sample(&[("listener", &l.name)], l.active.load(Ordering::Relaxed));
         }
-        let rows: [(&str, &str, fn(&ListenerStats) -> &AtomicU64); 5] = [
+        let rows: [(&str, &str, Counter); 5] = [
             (
                 "weft_listener_connections_accepted_total",
                 "Connections accepted and served.",
@@ -260,6 +263,8 @@ fn accept_pause(e: &std::io::Error) -> Duration {
 /// connection alive forever), requests do.
 struct Activity {
     in_flight: AtomicUsize,
+    /// Requests begun on the connection, ever.
+    begun: AtomicU64,
     last_done: std::sync::Mutex<tokio::time::Instant>,
     changed: tokio::sync::Notify,
 }
@@ -271,12 +276,14 @@ impl Activity {
     fn new() -> Arc<Self> {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
             last_done: std::sync::Mutex::new(tokio::time::Instant::now()),
             changed: tokio::sync::Notify::new(),
         })
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
         InFlight(self.clone())
@@ -491,12 +498,22 @@ async fn drive<C: std::future::Future>(
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stop.changed(), if !stopping => {
-                // Shutdown waits for the requests in flight; the service bounds the drain.
+                // Shutdown waits for the requests in flight, for `close_grace` at most.
                 stopping = true;
+                if activity.begun.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
                 graceful(conn.as_mut());
+                cut_at.get_or_insert(tokio::time::Instant::now() + limits.close_grace);
             }
             _ = idle => {
                 stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+                if activity.begun.load(Ordering::Relaxed) == 0 {
+                    // Nothing was ever asked on it, so nothing is owed: close it now. (An
+                    // HTTP/2 connection still in its handshake, a client that never sent its
+                    // preface, ignores a graceful close until the handshake ends.)
+                    return;
+                }
                 graceful(conn.as_mut());
                 cut_at = Some(tokio::time::Instant::now() + limits.close_grace);
             }

@@ -329,11 +329,18 @@ async fn a_flood_past_max_connections_is_refused_and_a_normal_client_is_still_se
         let refused = weft.metric(&format!(
             "weft_listener_connections_refused_total{{listener=\"receivers.otlp.protocols.{listener}\"}}"
         ));
+        // At most 16 of the 32 were ever open at once (one slot may still have been held by
+        // the start-up probe's connection).
         assert!(refused >= 16, "{listener}: {refused} refused");
         let idle = weft.metric(&format!(
             "weft_listener_connections_closed_idle_total{{listener=\"receivers.otlp.protocols.{listener}\"}}"
         ));
-        assert!(idle >= 16, "{listener}: {idle} closed idle");
+        assert!(idle >= 8, "{listener}: {idle} closed idle");
+        // Each of the 32 silent connections was refused or closed idle.
+        assert!(
+            refused + idle >= 32,
+            "{listener}: {refused} refused, {idle} closed idle"
+        );
     }
     weft.stop();
 }
