@@ -400,3 +400,87 @@ fn wasi_grants_no_environment_and_no_filesystem_by_default() {
     assert!(first_span_attr(&out, "probe.env").contains(&home));
     assert!(first_span_attr(&out, "probe.env_count").contains("IntValue(1)"));
 }
+
+/// Guests returning trees deeper, lists wider and strings longer than their output limits
+/// (guests/fixtures/fault `deep-tree`, `wide`, `big-string`; typed-fault `deep-tree`). Before
+/// the limits, a 4 000-deep typed tree overflowed a host thread's stack and aborted weft.
+#[test]
+fn guest_output_past_its_limits_is_malformed_output_and_within_them_passes() {
+    let host = host();
+    let data = OtlpData::from_traces(&traces()).expect("valid");
+    let call = |config: serde_json::Value, limits: Option<weft_runtime::wire::Limits>| {
+        let mut settings = PluginSettings::new("fault");
+        settings.config = config;
+        settings.memory_cap = 64 << 20;
+        // Megabytes are built and copied in the guest: room for a loaded machine.
+        settings.deadline = Duration::from_secs(5);
+        if let Some(l) = limits {
+            settings.output_limits = l;
+        }
+        let plugin = host
+            .load_file(guests::FAULT.as_ref(), settings)
+            .expect("load");
+        plugin.call_request(&data)
+    };
+    // Past the default limits by one: each is malformed output naming what is wrong.
+    for (fault, needle) in [
+        ("deep-tree", "values nest more than 100000 deep"),
+        ("wide", "span.attributes has more than 65536 entries"),
+        (
+            "big-string",
+            "span.name is 5242880 bytes, more than the limit of 4194304",
+        ),
+    ] {
+        let err = call(serde_json::json!({ "fault": fault }), None).expect_err(fault);
+        assert!(
+            matches!(err, CallError::MalformedOutput { .. }) && err.to_string().contains(needle),
+            "{fault}: {err}"
+        );
+    }
+    // At the default limits: passed on, one span.
+    let out = call(
+        serde_json::json!({"fault": "deep-tree", "depth": 100_000}),
+        None,
+    )
+    .expect("100 000 deep is what a receiver takes");
+    assert_eq!(out.items(), 1);
+    let out = call(
+        serde_json::json!({"fault": "wide", "entries": 65_536}),
+        None,
+    )
+    .expect("wide");
+    assert_eq!(out.items(), 1);
+    // Limits are per plugin: 10 levels is too deep for this one.
+    let tight = weft_runtime::wire::Limits {
+        max_value_depth: 10,
+        ..weft_runtime::OUTPUT_LIMITS
+    };
+    let err = call(
+        serde_json::json!({"fault": "deep-tree", "depth": 11}),
+        Some(tight),
+    )
+    .expect_err("past a configured limit");
+    assert!(err.to_string().contains("nest more than 10 deep"), "{err}");
+
+    // Typed records: 4 000 levels (the crash) and 20 000 are malformed output; the host and
+    // the plugin go on.
+    for depth in [4_000, 20_000] {
+        let typed = load_from(
+            &host,
+            guests::TYPED_FAULT,
+            serde_json::json!({"fault": "deep-tree", "depth": depth}),
+            FailPolicy::Closed,
+        );
+        let (out, report) = typed.process(traces()).expect("valid OTLP");
+        assert!(
+            out.resource_spans.is_empty(),
+            "{depth}: both batches dropped"
+        );
+        assert_eq!(report.failed_batches, 2, "{depth}");
+        let strict = typed.process_strict(traces()).expect_err("strict stops");
+        assert!(
+            strict.to_string().contains("nest more than 64 deep"),
+            "{strict}"
+        );
+    }
+}

@@ -53,6 +53,8 @@ pub struct WasmConfig {
     pub fail_policy: FailPolicy,
     /// Granted capabilities.
     pub capabilities: Capabilities,
+    /// What the plugin's output may hold.
+    pub output_limits: weft_otlp_wire::Limits,
 }
 
 impl Default for WasmConfig {
@@ -68,6 +70,7 @@ impl Default for WasmConfig {
             fuel: s.fuel,
             fail_policy: s.fail_policy,
             capabilities: s.capabilities,
+            output_limits: s.output_limits,
         }
     }
 }
@@ -78,6 +81,25 @@ impl WasmConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if !self.config.is_object() {
             return Err(err(format!("{key}.config"), "must be a mapping"));
+        }
+        let limits = &self.output_limits;
+        let max_depth = weft_otlp_wire::Limits::RECEIVER.max_value_depth;
+        if !(1..=max_depth).contains(&limits.max_value_depth) {
+            return Err(err(
+                format!("{key}.output_limits.max_value_depth"),
+                format!("must be between 1 and {max_depth} (what a receiver takes)"),
+            ));
+        }
+        if limits.max_entries == 0 || limits.max_string_bytes == 0 {
+            let which = if limits.max_entries == 0 {
+                "max_entries"
+            } else {
+                "max_string_bytes"
+            };
+            return Err(err(
+                format!("{key}.output_limits.{which}"),
+                "must be at least 1",
+            ));
         }
         if !(1 << 20..=1 << 30).contains(&self.memory_limit) {
             return Err(err(
@@ -97,6 +119,7 @@ impl WasmConfig {
         settings.fuel = self.fuel;
         settings.fail_policy = self.fail_policy;
         settings.capabilities = self.capabilities.clone();
+        settings.output_limits = self.output_limits;
         settings
     }
 }
@@ -118,6 +141,17 @@ pub struct RawWasm {
     fail_policy: FailPolicy,
     #[serde(default)]
     capabilities: Capabilities,
+    #[serde(default)]
+    output_limits: RawOutputLimits,
+}
+
+/// `output_limits:` of a Wasm unit; absent keys keep [`crate::plugin::OUTPUT_LIMITS`].
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutputLimits {
+    max_value_depth: Option<usize>,
+    max_entries: Option<usize>,
+    max_string_bytes: Option<usize>,
 }
 
 /// A duration option: absent → `default`; present → parsed or an error naming `key`.
@@ -218,6 +252,15 @@ pub fn wasm_config(
         fuel: r.fuel,
         fail_policy: r.fail_policy,
         capabilities: r.capabilities,
+        output_limits: {
+            let d = defaults.output_limits;
+            let o = r.output_limits;
+            weft_otlp_wire::Limits {
+                max_value_depth: o.max_value_depth.unwrap_or(d.max_value_depth),
+                max_entries: o.max_entries.unwrap_or(d.max_entries),
+                max_string_bytes: o.max_string_bytes.unwrap_or(d.max_string_bytes),
+            }
+        },
     };
     w.validate(key)?;
     Ok(w)

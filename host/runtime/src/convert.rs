@@ -147,11 +147,50 @@ pub fn value_to_pb(v: Value) -> Result<AnyValue, ConvertError> {
             if tree.nodes.is_empty() {
                 return Err(ConvertError::MalformedTree("a tree has no nodes".into()));
             }
+            check_depth(&tree.nodes)?;
             let mut nodes: Vec<Option<ValueNode>> = tree.nodes.into_iter().map(Some).collect();
             return unflatten(&mut nodes, 0, None);
         }
     };
     Ok(AnyValue { value })
+}
+
+/// How deeply a plugin on typed records may nest values. The host rebuilds its trees as prost
+/// messages, which are encoded and dropped by recursion, so the depth is checked first and
+/// without recursion ([`check_depth`]); at this depth the recursion needs a few tens of KiB of
+/// stack. A typed plugin cannot be given deeper values anyway: prost decodes requests to at
+/// most 100 nested messages, about 47 nested values.
+pub const TYPED_MAX_VALUE_DEPTH: usize = 64;
+
+/// Fails when a tree nests deeper than [`TYPED_MAX_VALUE_DEPTH`] (the root is depth 1). One
+/// pass in index order: children come after their parents, so a node's depth is final before
+/// its children are reached. Indices that break the tree's rules are left to [`unflatten`].
+fn check_depth(nodes: &[ValueNode]) -> Result<(), ConvertError> {
+    let mut depth = vec![0u32; nodes.len()];
+    if let Some(root) = depth.first_mut() {
+        *root = 1;
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let d = depth[i] + 1;
+        let children: &mut dyn Iterator<Item = u32> = match node {
+            ValueNode::Array(items) => &mut items.iter().copied(),
+            ValueNode::Kvlist(entries) => &mut entries.iter().map(|(_, c)| *c),
+            _ => continue,
+        };
+        for c in children {
+            let c = c as usize;
+            if c <= i || c >= depth.len() {
+                continue;
+            }
+            if d as usize > TYPED_MAX_VALUE_DEPTH {
+                return Err(ConvertError::MalformedTree(format!(
+                    "values nest more than {TYPED_MAX_VALUE_DEPTH} deep (the limit on typed records)"
+                )));
+            }
+            depth[c] = d;
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds node `i`; children must come after their parent and each node is used once, so the
@@ -475,6 +514,46 @@ pub fn log_to_pb(r: LogRecord) -> Result<PbLogRecord, ConvertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain of `depth` nested arrays ending in an int, as a guest would flatten it.
+    fn chain(depth: usize) -> Value {
+        let mut nodes: Vec<ValueNode> = (1..depth as u32)
+            .map(|i| ValueNode::Array(vec![i]))
+            .collect();
+        nodes.push(ValueNode::Int(1));
+        Value::Nested(ValueTree { nodes })
+    }
+
+    #[test]
+    fn typed_trees_deeper_than_the_limit_are_malformed_not_a_stack_overflow() {
+        // The finding: a 4 000-deep chain from a guest overflowed a tokio worker's stack. Up to
+        // the limit the tree converts; past it, and at 4 000 and 1 000 000 levels, it is
+        // malformed output, found without recursion.
+        let ok = value_to_pb(chain(TYPED_MAX_VALUE_DEPTH)).expect("at the limit");
+        let mut depth = 0;
+        let mut v = Some(&ok);
+        while let Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(a)),
+        }) = v
+        {
+            depth += 1;
+            v = a.values.first();
+        }
+        assert_eq!(depth, TYPED_MAX_VALUE_DEPTH - 1, "arrays above the int");
+        for depth in [TYPED_MAX_VALUE_DEPTH + 1, 4_000, 1_000_000] {
+            let err = value_to_pb(chain(depth)).unwrap_err();
+            assert!(
+                err.to_string().contains("nest more than 64 deep"),
+                "{depth}: {err}"
+            );
+        }
+        // An empty array at the limit has no children: not too deep.
+        let mut nodes: Vec<ValueNode> = (1..TYPED_MAX_VALUE_DEPTH as u32)
+            .map(|i| ValueNode::Array(vec![i]))
+            .collect();
+        nodes.push(ValueNode::Array(vec![]));
+        assert!(value_to_pb(Value::Nested(ValueTree { nodes })).is_ok());
+    }
 
     #[test]
     fn malformed_trees_are_rejected_not_followed() {

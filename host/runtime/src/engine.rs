@@ -25,6 +25,11 @@ pub struct EngineSettings {
     /// Directory for compiled artifacts; `None` disables the cache. Default: `$WEFT_CACHE_DIR`,
     /// else `$XDG_CACHE_HOME/weft`, else `~/.cache/weft`.
     pub cache_dir: Option<PathBuf>,
+    /// Size the cache is kept under (default 512 MiB, or `$WEFT_CACHE_MAX_MIB`): after each
+    /// write, the least recently used artifacts are removed until it fits. A hit marks its
+    /// artifact used (its modification time), so artifacts of components no longer loaded, and
+    /// of older weft or wasmtime versions, are the ones that go.
+    pub cache_max_bytes: u64,
     /// Use the pooling instance allocator (default true). Instantiation then reuses
     /// pre-reserved memory slots instead of calling mmap per instance.
     pub pooling: bool,
@@ -41,6 +46,10 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             cache_dir: default_cache_dir(),
+            cache_max_bytes: std::env::var("WEFT_CACHE_MAX_MIB")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(512 << 20, |mib| mib << 20),
             pooling: true,
             max_memory: 1 << 30,
             max_instances: 512,
@@ -91,6 +100,7 @@ pub struct WeftEngine {
 struct Inner {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: u64,
     stats: CacheStats,
     stop_ticker: Arc<AtomicBool>,
     fuel: bool,
@@ -165,6 +175,7 @@ impl WeftEngine {
             inner: Arc::new(Inner {
                 engine,
                 cache_dir: settings.cache_dir.filter(|d| d.is_dir()),
+                cache_max_bytes: settings.cache_max_bytes,
                 stats: CacheStats::default(),
                 stop_ticker,
                 fuel: settings.fuel,
@@ -225,6 +236,12 @@ impl WeftEngine {
             match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
                 Ok(component) => {
                     self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    // Used now: eviction goes by modification time. A read-only cache stays
+                    // as it is.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                     return Ok(LoadedComponent {
                         component,
                         digest,
@@ -243,10 +260,17 @@ impl WeftEngine {
                 message: format!("{e:#}"),
             })?;
         self.inner.stats.misses.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = &path
-            && let Err(e) = store_artifact(&component, path)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write cached artifact");
+        if let Some(path) = &path {
+            match store_artifact(&component, path) {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        evict(dir, self.inner.cache_max_bytes, path);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write cached artifact")
+                }
+            }
         }
         Ok(LoadedComponent {
             component,
@@ -276,6 +300,46 @@ fn store_artifact(component: &Component, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the least recently modified artifacts of `dir` until the rest fit in `max_bytes`
+/// (never `keep`, the one just written), and temporary files older than an hour (left by a
+/// process that died while writing). Returns how many bytes it removed.
+pub fn evict(dir: &Path, max_bytes: u64, keep: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    let mut artifacts = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        let modified = meta.modified().unwrap_or(now);
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.contains(".tmp") {
+            let old = now.duration_since(modified).unwrap_or_default() > Duration::from_secs(3600);
+            if old && std::fs::remove_file(&path).is_ok() {
+                removed += meta.len();
+            }
+        } else if name.ends_with(".cwasm") && meta.is_file() {
+            artifacts.push((modified, meta.len(), path));
+        }
+    }
+    let mut total: u64 = artifacts.iter().map(|a| a.1).sum();
+    artifacts.sort();
+    for (_, len, path) in artifacts {
+        if total <= max_bytes {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), bytes = len, "evicted a cached artifact");
+            total -= len;
+            removed += len;
+        }
+    }
+    removed
+}
+
 /// Rejects what is not a WebAssembly component, with a message that says what it is instead.
 pub fn check_is_component(what: &str, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -290,4 +354,52 @@ pub fn check_is_component(what: &str, bytes: &[u8]) -> Result<(), LoadError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_artifacts_until_the_rest_fit() {
+        let dir = std::env::temp_dir().join(format!("weft-evict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let t0 = std::time::SystemTime::now() - Duration::from_secs(10_000);
+        let put = |name: &str, age_s: u64| {
+            let path = dir.join(name);
+            std::fs::write(&path, vec![0u8; 1000]).expect("write");
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.set_modified(t0 + Duration::from_secs(10_000 - age_s))
+                .expect("mtime");
+            path
+        };
+        let oldest = put("a.cwasm", 500);
+        let old = put("b.cwasm", 400);
+        let recent = put("c.cwasm", 10);
+        let just_written = put("d.cwasm", 9_000); // older mtime, but the one just written
+        let stale_tmp = put("e.cwasm.tmp123", 7_200);
+        let fresh_tmp = put("f.cwasm.tmp456", 5);
+        let other = put("notes.txt", 9_000);
+
+        // 4 artifacts of 1000 bytes under a 2500-byte budget: the two least recently used go.
+        let removed = evict(&dir, 2500, &just_written);
+        assert_eq!(removed, 3000, "two artifacts and the stale temporary file");
+        for (path, kept) in [
+            (&oldest, false),
+            (&old, false),
+            (&recent, true),
+            (&just_written, true),
+            (&stale_tmp, false),
+            (&fresh_tmp, true),
+            (&other, true),
+        ] {
+            assert_eq!(path.exists(), kept, "{}", path.display());
+        }
+        // Within the budget nothing more goes.
+        assert_eq!(evict(&dir, 2500, &just_written), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

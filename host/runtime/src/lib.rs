@@ -35,8 +35,8 @@ pub use engine::{EngineSettings, WeftEngine};
 pub use error::{CallError, ConvertError, LoadError, TrapKind};
 pub use metrics::{MetricsRegistry, PluginMetrics};
 pub use plugin::{
-    Abi, BatchReport, Capabilities, FailPolicy, InstanceReuse, Instances, MakeExt, Plugin,
-    PluginHost, PluginSettings, ProcessError, Warm, Worlds,
+    Abi, BatchReport, Capabilities, FailPolicy, InstanceReuse, Instances, MakeExt, OUTPUT_LIMITS,
+    Plugin, PluginHost, PluginSettings, ProcessError, Warm, Worlds,
 };
 pub use signal::{OtlpData, OtlpRequest, Signal, SignalRequest};
 pub use state::{HostState, MemoryLimiter, PluginShared};

@@ -90,7 +90,20 @@ pub struct PluginSettings {
     /// Fuel (roughly, wasm instructions) per call, if set; needs an engine with
     /// [`EngineSettings::fuel`](crate::EngineSettings::fuel). Default none: the deadline bounds CPU.
     pub fuel: Option<u64>,
+    /// What the plugin's output may hold (default [`OUTPUT_LIMITS`]); an output past a limit
+    /// is malformed output, under the fail policy.
+    pub output_limits: weft_otlp_wire::Limits,
 }
+
+/// The default [`PluginSettings::output_limits`]: values nested as deep as a receiver takes
+/// (100 000; a plugin on typed records is held to [`crate::convert::TYPED_MAX_VALUE_DEPTH`]),
+/// 65 536 entries in one attribute list, key-value list or array, 4 MiB in one string or bytes
+/// value (the default largest gRPC message, so the next hop could not take more).
+pub const OUTPUT_LIMITS: weft_otlp_wire::Limits = weft_otlp_wire::Limits {
+    max_value_depth: 100_000,
+    max_entries: 65_536,
+    max_string_bytes: 4 << 20,
+};
 
 impl PluginSettings {
     /// Defaults: config `{}`, 100 ms deadline, 64 MiB memory, fail open, no capabilities, pooled.
@@ -109,6 +122,7 @@ impl PluginSettings {
                 max_idle: 2 * cores,
             },
             fuel: None,
+            output_limits: OUTPUT_LIMITS,
         }
     }
 }
@@ -715,7 +729,11 @@ impl Plugin {
     ) -> (Result<OtlpData, crate::WireError>, usize) {
         match outcome {
             Outcome::Unchanged => (Ok(input.clone()), input.items() as usize),
-            Outcome::Replaced(bytes) => match OtlpData::from_protobuf(input.signal(), bytes) {
+            Outcome::Replaced(bytes) => match OtlpData::from_protobuf_within(
+                input.signal(),
+                bytes,
+                &self.inner.core.settings.output_limits,
+            ) {
                 Ok(out) => {
                     let items = out.items() as usize;
                     (Ok(out), items)

@@ -77,8 +77,17 @@ impl OtlpData {
     /// A request from its protobuf bytes: validated (wire format, UTF-8, id lengths, nesting)
     /// and counted in one pass, without decoding.
     pub fn from_protobuf(signal: Signal, bytes: impl Into<Bytes>) -> Result<Self, WireError> {
+        Self::from_protobuf_within(signal, bytes, &weft_otlp_wire::Limits::RECEIVER)
+    }
+
+    /// [`Self::from_protobuf`] within `limits` (a plugin's output limits).
+    pub fn from_protobuf_within(
+        signal: Signal,
+        bytes: impl Into<Bytes>,
+        limits: &weft_otlp_wire::Limits,
+    ) -> Result<Self, WireError> {
         let bytes = bytes.into();
-        let items = weft_otlp_wire::validate(signal.kind(), &bytes)?;
+        let items = weft_otlp_wire::validate_with(signal.kind(), &bytes, limits)?;
         Ok(OtlpData {
             signal,
             bytes,

@@ -50,6 +50,19 @@ impl Weft {
 
     /// [`Weft::start`] with `extra` appended to the configuration (a `proxies:` section).
     fn start_with(grpc: &str, http: &str, nofile: Option<u32>, extra: &str) -> Weft {
+        Weft::start_exporting(grpc, http, nofile, extra, "debug: {}")
+    }
+
+    /// [`Weft::start_with`] exporting to `exporter` (a YAML entry `<id>: {…}`; the pipeline
+    /// uses its id).
+    fn start_exporting(
+        grpc: &str,
+        http: &str,
+        nofile: Option<u32>,
+        extra: &str,
+        exporter: &str,
+    ) -> Weft {
+        let exporter_id = exporter.split(':').next().expect("an id");
         let dir = tempfile::tempdir().expect("tempdir");
         let (g, h, m) = (free_port(), free_port(), free_port());
         let config = format!(
@@ -60,10 +73,10 @@ receivers:
       grpc: {{ endpoint: "127.0.0.1:{g}", {grpc} }}
       http: {{ endpoint: "127.0.0.1:{h}", {http} }}
 exporters:
-  debug: {{}}
+  {exporter}
 service:
   pipelines:
-    traces: {{ receivers: [otlp], exporters: [debug] }}
+    traces: {{ receivers: [otlp], exporters: [{exporter_id}] }}
   telemetry:
     metrics: {{ address: "127.0.0.1:{m}" }}
 {extra}
@@ -832,4 +845,128 @@ fn the_configuration_refuses_unknown_listener_keys_and_bad_values() {
         "max_concurrent_streams: 0",
         "receivers.otlp.protocols.grpc.max_concurrent_streams",
     );
+}
+
+/// An OTLP/HTTP backend on 127.0.0.1: answers every POST with 200 and an empty protobuf
+/// response, and hands each request body to the returned channel. Serves until the test ends.
+fn otlp_http_sink() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut reader = std::io::BufReader::new(conn);
+                loop {
+                    let mut length = None;
+                    loop {
+                        let mut line = String::new();
+                        match std::io::BufRead::read_line(&mut reader, &mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse::<usize>().ok();
+                        }
+                    }
+                    let mut body = vec![0; length.unwrap_or(0)];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send(body);
+                    let _ = reader.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_nested_100000_deep_are_taken_by_both_receivers_and_forwarded_unchanged() {
+    use weft_runtime::wire::value::{key_value_raw, nested_arrays, one_span_request};
+    // The finding: arrays nested deeper than 47 and kvlists deeper than 31 were refused, where
+    // the Collector takes 100 000. Both receivers take that depth (the validator keeps its own
+    // stack), the exporter forwards the bytes as they came, and one level more is a clear 400 /
+    // INVALID_ARGUMENT.
+    let (sink, bodies) = otlp_http_sink();
+    let weft = Weft::start_exporting(
+        "max_recv_msg_size_mib: 4",
+        "max_request_body_size_mib: 4",
+        None,
+        "",
+        &format!("otlphttp: {{ endpoint: \"http://{sink}\", compression: none }}"),
+    );
+    let request = |depth: usize| {
+        one_span_request(
+            "deep",
+            [key_value_raw("deep", &nested_arrays(depth, 7)).as_slice()],
+        )
+    };
+    let deep = request(100_000);
+    assert!(deep.len() < 4 << 20, "{} bytes", deep.len());
+
+    let (status, text) = {
+        let body = deep.clone();
+        let addr = weft.http;
+        tokio::task::spawn_blocking(move || {
+            http(addr, "/v1/traces", "application/x-protobuf", &body)
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(status, 200, "{text}");
+    let reply = h2_call(
+        weft.grpc,
+        TRACES,
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        full(framed(&deep)),
+    )
+    .await;
+    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+
+    // Both arrive at the backend byte for byte (possibly merged into one request by batching:
+    // concatenated protobuf is the merged request).
+    let mut forwarded = Vec::new();
+    let start = Instant::now();
+    while forwarded.len() < 2 * deep.len() {
+        let left = Duration::from_secs(20).saturating_sub(start.elapsed());
+        let body = bodies.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("{} of {} bytes forwarded", forwarded.len(), 2 * deep.len())
+        });
+        forwarded.extend_from_slice(&body);
+    }
+    assert_eq!(forwarded, [deep.as_slice(), deep.as_slice()].concat());
+
+    let too_deep = request(100_001);
+    let (status, text) = {
+        let addr = weft.http;
+        let body = too_deep.clone();
+        tokio::task::spawn_blocking(move || {
+            http(addr, "/v1/traces", "application/x-protobuf", &body)
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("nest more than 100000 deep"), "{text}");
+    let reply = h2_call(
+        weft.grpc,
+        TRACES,
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        full(framed(&too_deep)),
+    )
+    .await;
+    assert_eq!(reply.grpc_status, Some(3), "INVALID_ARGUMENT: {reply:?}");
+    weft.stop();
 }

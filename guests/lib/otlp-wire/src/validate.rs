@@ -5,32 +5,72 @@
 use crate::schema::{Kind, Ty};
 use crate::wire::{Fields, Wire, WireError};
 
-/// How deeply messages may nest (prost's recursion limit).
-pub const MAX_DEPTH: usize = 100;
-
-/// Checks that `buf` is a well-formed `root` message (`Kind::TracesData` or
-/// `Kind::LogsData`, i.e. an OTLP export request) and counts its items.
-pub fn validate(root: Kind, buf: &[u8]) -> Result<u64, WireError> {
-    let mut items = 0;
-    walk(root, buf, 0, buf.len(), 0, &mut items)?;
-    Ok(items)
+/// What a request may hold beyond the protobuf rules. A receiver uses [`Limits::RECEIVER`];
+/// the host holds a plugin's output to the limits configured for that plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How deeply `AnyValue`s may nest: an attribute's value is at depth 1, an element of an
+    /// array held by that value at depth 2.
+    pub max_value_depth: usize,
+    /// Entries of one attribute list, key-value list or array.
+    pub max_entries: usize,
+    /// Bytes of one string or bytes field (a log body, an attribute value, a span name).
+    pub max_string_bytes: usize,
 }
 
-fn walk(
+impl Limits {
+    /// What a receiver accepts: values nested 100 000 deep (the OpenTelemetry Collector
+    /// accepts that too), any number of entries and any string the message size allows. The
+    /// walk keeps its own stack on the heap, so depth costs memory (about 40 bytes a level),
+    /// never the thread's stack.
+    pub const RECEIVER: Limits = Limits {
+        max_value_depth: 100_000,
+        max_entries: usize::MAX,
+        max_string_bytes: usize::MAX,
+    };
+}
+
+/// Checks that `buf` is a well-formed `root` message (`Kind::TracesData` or
+/// `Kind::LogsData`, i.e. an OTLP export request) within [`Limits::RECEIVER`] and counts its
+/// items.
+pub fn validate(root: Kind, buf: &[u8]) -> Result<u64, WireError> {
+    validate_with(root, buf, &Limits::RECEIVER)
+}
+
+/// One message being walked.
+struct Frame<'a> {
     kind: Kind,
-    buf: &[u8],
     start: usize,
-    end: usize,
-    depth: usize,
-    items: &mut u64,
-) -> Result<(), WireError> {
-    if depth > MAX_DEPTH {
-        return Err(WireError::new(start, "messages nest too deeply"));
-    }
-    let required = kind.required();
-    let mut seen = 0u32;
-    for field in Fields::new(buf, start, end) {
+    fields: Fields<'a>,
+    /// Required fields seen, one bit per entry of `kind.required()`.
+    seen: u32,
+    /// `AnyValue`s enclosing this message (itself included).
+    value_depth: usize,
+    /// Entries (key-values, array elements) of this message seen so far.
+    entries: usize,
+}
+
+/// [`validate`] within `limits`. Iterative: a deep message costs heap, not stack.
+pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, WireError> {
+    let mut items = 0;
+    let mut stack = Vec::with_capacity(8);
+    stack.push(Frame {
+        kind: root,
+        start: 0,
+        fields: Fields::new(buf, 0, buf.len()),
+        seen: 0,
+        value_depth: 0,
+        entries: 0,
+    });
+    while let Some(top) = stack.last_mut() {
+        let Some(field) = top.fields.next() else {
+            let done = stack.pop().expect("a frame");
+            check_required(done.kind, done.start, done.seen)?;
+            continue;
+        };
         let field = field?;
+        let kind = top.kind;
+        let required = kind.required();
         let Some((name, ty)) = kind.field(field.number) else {
             continue;
         };
@@ -46,11 +86,22 @@ fn walk(
             ));
         }
         if let Some(i) = required.iter().position(|&n| n == field.number) {
-            seen |= 1 << i;
+            top.seen |= 1 << i;
         }
         let Wire::Len(content) = field.value else {
             continue;
         };
+        if matches!(ty, Ty::Str | Ty::Bytes) && content.len() > limits.max_string_bytes {
+            return Err(WireError::new(
+                field.content,
+                format!(
+                    "{}.{name} is {} bytes, more than the limit of {}",
+                    kind.name(),
+                    content.len(),
+                    limits.max_string_bytes
+                ),
+            ));
+        }
         match ty {
             Ty::Str if crate::wire::utf8(content).is_none() => {
                 return Err(WireError::new(
@@ -79,13 +130,46 @@ fn walk(
                 if kind.items_field() == Some(field.number)
                     && matches!(kind, Kind::ScopeSpans | Kind::ScopeLogs)
                 {
-                    *items += 1;
+                    items += 1;
                 }
-                walk(child, buf, field.content, field.end, depth + 1, items)?;
+                if child == Kind::KeyValue || kind == Kind::ArrayValue {
+                    top.entries += 1;
+                    if top.entries > limits.max_entries {
+                        return Err(WireError::new(
+                            field.start,
+                            format!(
+                                "{}.{name} has more than {} entries",
+                                kind.name(),
+                                limits.max_entries
+                            ),
+                        ));
+                    }
+                }
+                let value_depth = top.value_depth + usize::from(child == Kind::AnyValue);
+                if value_depth > limits.max_value_depth {
+                    return Err(WireError::new(
+                        field.start,
+                        format!("values nest more than {} deep", limits.max_value_depth),
+                    ));
+                }
+                stack.push(Frame {
+                    kind: child,
+                    start: field.content,
+                    fields: Fields::new(buf, field.content, field.end),
+                    seen: 0,
+                    value_depth,
+                    entries: 0,
+                });
             }
             _ => {}
         }
     }
+    Ok(items)
+}
+
+/// Fails when a field `kind` requires was not among those `seen` in the message at `start`.
+fn check_required(kind: Kind, start: usize, seen: u32) -> Result<(), WireError> {
+    let required = kind.required();
     for (i, &n) in required.iter().enumerate() {
         if seen & (1 << i) == 0 {
             let (name, ty) = kind.field(n).unwrap_or(("?", Ty::Bytes));
@@ -100,4 +184,59 @@ fn walk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{key_value_raw, nested_arrays, one_span_request};
+
+    fn deep(depth: usize) -> Vec<u8> {
+        one_span_request(
+            "op",
+            [key_value_raw("deep", &nested_arrays(depth, 7)).as_slice()],
+        )
+    }
+
+    #[test]
+    fn a_receiver_takes_values_nested_as_deep_as_the_collector_does() {
+        // 100 000 nested values (200 000 messages) on the test thread's stack: the walk keeps
+        // its own stack, so this neither overflows nor is refused.
+        assert_eq!(validate(Kind::TracesData, &deep(100_000)), Ok(1));
+        let err = validate(Kind::TracesData, &deep(100_001)).unwrap_err();
+        assert!(
+            err.to_string().contains("nest more than 100000 deep"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_bound_depth_entries_and_string_sizes() {
+        let limits = Limits {
+            max_value_depth: 64,
+            max_entries: 3,
+            max_string_bytes: 10,
+        };
+        let ok = validate_with(Kind::TracesData, &deep(64), &limits);
+        assert_eq!(ok, Ok(1));
+        let err = validate_with(Kind::TracesData, &deep(65), &limits).unwrap_err();
+        assert!(err.to_string().contains("nest more than 64 deep"), "{err}");
+
+        let kv = key_value_raw("k", &nested_arrays(1, 1));
+        let three = one_span_request("op", [kv.as_slice(); 3]);
+        assert_eq!(validate_with(Kind::TracesData, &three, &limits), Ok(1));
+        let four = one_span_request("op", [kv.as_slice(); 4]);
+        let err = validate_with(Kind::TracesData, &four, &limits).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("span.attributes has more than 3 entries"),
+            "{err}"
+        );
+
+        let long = one_span_request("an-eleven-", []);
+        assert_eq!(validate_with(Kind::TracesData, &long, &limits), Ok(1));
+        let longer = one_span_request("an-eleven-b", []);
+        let err = validate_with(Kind::TracesData, &longer, &limits).unwrap_err();
+        assert!(err.to_string().contains("span.name is 11 bytes"), "{err}");
+    }
 }

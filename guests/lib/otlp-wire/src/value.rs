@@ -136,3 +136,56 @@ impl From<f64> for AnyValue {
         AnyValue::Double(v)
     }
 }
+
+/// The protobuf encoding of an `AnyValue` that nests `depth` values deep: arrays of one
+/// element each around an `int_value` of `leaf` (`depth` 1 is the int alone). Written without
+/// recursion, in time linear in `depth`, so tests and fixtures can make trees deeper than any
+/// stack.
+pub fn nested_arrays(depth: usize, leaf: i64) -> Vec<u8> {
+    use crate::wire::{LEN, varint_len};
+    let mut inner = Encoder::default();
+    inner.varint_field(3, leaf as u64);
+    // Prefixes from the innermost out: AnyValue.array_value (5) holding ArrayValue.values (1).
+    let mut len = inner.buf.len();
+    let mut prefixes: Vec<(u32, usize)> = Vec::with_capacity(2 * depth.saturating_sub(1));
+    for _ in 1..depth {
+        for number in [1u32, 5] {
+            prefixes.push((number, len));
+            len += 1 + varint_len(len as u64);
+        }
+    }
+    let mut out = Encoder::with_capacity(len);
+    for &(number, content) in prefixes.iter().rev() {
+        out.key(number, LEN);
+        out.varint(content as u64);
+    }
+    out.raw(&inner.buf);
+    out.buf
+}
+
+/// An OTLP traces request (`TracesData`) of one span, trace id `01…01`, span id `01…01`,
+/// named `name`, with `attributes` already encoded as `KeyValue` messages.
+pub fn one_span_request<'a>(name: &str, attributes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut span = Encoder::default();
+    span.bytes_field(1, &[1; 16]);
+    span.bytes_field(2, &[1; 8]);
+    span.str_field(5, name);
+    for kv in attributes {
+        span.bytes_field(9, kv);
+    }
+    let mut scope = Encoder::default();
+    scope.bytes_field(2, &span.buf);
+    let mut resource = Encoder::default();
+    resource.bytes_field(2, &scope.buf);
+    let mut request = Encoder::default();
+    request.bytes_field(1, &resource.buf);
+    request.buf
+}
+
+/// A `KeyValue` message of `key` and an already encoded `AnyValue`.
+pub fn key_value_raw(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut kv = Encoder::default();
+    kv.str_field(1, key);
+    kv.bytes_field(2, value);
+    kv.buf
+}
