@@ -484,3 +484,44 @@ fn guest_output_past_its_limits_is_malformed_output_and_within_them_passes() {
         );
     }
 }
+
+proptest::proptest! {
+    // Each case loads a plugin; a few cases keep the test quick.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 12,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// Guest output of random depth, width and string size around tight per-plugin limits:
+    /// accepted exactly when within every limit, otherwise malformed output; never a crash.
+    #[test]
+    fn guest_output_of_any_shape_is_held_to_its_limits(
+        fault in proptest::sample::select(vec!["deep-tree", "wide", "big-string"]),
+        n in 1usize..3000,
+    ) {
+        let limits = weft_runtime::wire::Limits {
+            max_value_depth: 1000,
+            max_entries: 1000,
+            max_string_bytes: 1000,
+        };
+        let mut settings = PluginSettings::new("fault");
+        settings.config = serde_json::json!({
+            "fault": fault, "depth": n, "entries": n, "bytes": n,
+        });
+        settings.deadline = Duration::from_secs(5);
+        settings.output_limits = limits;
+        let plugin = host().load_file(guests::FAULT.as_ref(), settings).expect("load");
+        let data = OtlpData::from_traces(&traces()).expect("valid");
+        match plugin.call_request(&data) {
+            Ok(out) => {
+                proptest::prop_assert!(n <= 1000, "{} of {} accepted", fault, n);
+                proptest::prop_assert_eq!(out.items(), 1);
+            }
+            Err(e) => {
+                proptest::prop_assert!(n > 1000, "{} of {}: {}", fault, n, e);
+                proptest::prop_assert!(matches!(e, CallError::MalformedOutput { .. }), "{}", e);
+            }
+        }
+    }
+}

@@ -970,3 +970,128 @@ async fn values_nested_100000_deep_are_taken_by_both_receivers_and_forwarded_unc
     assert_eq!(reply.grpc_status, Some(3), "INVALID_ARGUMENT: {reply:?}");
     weft.stop();
 }
+
+/// A fuzz case: a valid request, then mutations, or something else entirely.
+#[derive(Debug, Clone)]
+enum Input {
+    /// `request(spans)` encoded, with `(position, byte)` overwrites and a cut at `cut` (as a
+    /// fraction of the length, in thousandths).
+    Mutated {
+        spans: usize,
+        writes: Vec<(usize, u8)>,
+        cut: Option<u16>,
+    },
+    /// Bytes with no structure.
+    Random(Vec<u8>),
+    /// One span whose attribute nests `depth` values (100 001 and more are refused).
+    Deep(usize),
+}
+
+impl Input {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Input::Mutated { spans, writes, cut } => {
+                let mut b = request(*spans).encode_to_vec();
+                for &(at, byte) in writes {
+                    if !b.is_empty() {
+                        let i = at % b.len();
+                        b[i] = byte;
+                    }
+                }
+                if let Some(c) = cut {
+                    b.truncate(b.len() * usize::from(*c) / 1000);
+                }
+                b
+            }
+            Input::Random(b) => b.clone(),
+            Input::Deep(depth) => {
+                use weft_runtime::wire::value::{key_value_raw, nested_arrays, one_span_request};
+                one_span_request(
+                    "deep",
+                    [key_value_raw("d", &nested_arrays(*depth, 1)).as_slice()],
+                )
+            }
+        }
+    }
+}
+
+fn input() -> impl proptest::strategy::Strategy<Value = Input> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (
+            1usize..40,
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            proptest::option::of(0u16..1000),
+        )
+            .prop_map(|(spans, writes, cut)| Input::Mutated { spans, writes, cut }),
+        1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Input::Random),
+        1 => prop_oneof![1usize..200, 99_990usize..100_010].prop_map(Input::Deep),
+    ]
+}
+
+/// A bounded fuzz run over both receivers of one `weft run` (256 cases, each sent over
+/// OTLP/HTTP and over OTLP/gRPC): valid requests, the same with bytes overwritten or cut,
+/// random bytes, and values nested near the depth limit. Every input is answered, and as the
+/// validator in this test says: 200 / OK with every item counted when the request is valid,
+/// 400 / INVALID_ARGUMENT (nothing counted) when not. At the end the received and exported
+/// counters equal the items of the accepted requests, twice (once per receiver).
+#[test]
+fn fuzzed_requests_to_both_receivers_are_each_answered_and_counted_as_the_validator_says() {
+    use proptest::test_runner::{Config, TestRunner};
+    let weft = Weft::start("", "", None);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let accepted_items = std::cell::Cell::new(0u64);
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&input(), |case| {
+            let bytes = case.bytes();
+            let expected =
+                weft_runtime::wire::validate(weft_runtime::wire::Kind::TracesData, &bytes);
+            let (status, text) = http(weft.http, "/v1/traces", "application/x-protobuf", &bytes);
+            let reply = rt.block_on(h2_call(
+                weft.grpc,
+                TRACES,
+                &[("content-type", "application/grpc"), ("te", "trailers")],
+                full(framed(&bytes)),
+            ));
+            match &expected {
+                Ok(items) => {
+                    proptest::prop_assert_eq!(status, 200, "{:?}: {}", case, text);
+                    proptest::prop_assert_eq!(reply.grpc_status, Some(0), "{:?}", reply);
+                    accepted_items.set(accepted_items.get() + 2 * items);
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(status, 400, "{:?} ({}): {}", case, e, text);
+                    proptest::prop_assert_eq!(
+                        reply.grpc_status,
+                        Some(3),
+                        "{:?} ({}): {:?}",
+                        case,
+                        e,
+                        reply
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let received = weft.metric("weft_pipeline_received_items_total{pipeline=\"traces\"}");
+    assert_eq!(received, accepted_items.get());
+    let start = Instant::now();
+    while weft.metric("weft_pipeline_exported_items_total{pipeline=\"traces\"}") < received {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not all exported"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        weft.metric("weft_pipeline_exported_items_total{pipeline=\"traces\"}"),
+        received
+    );
+    weft.stop();
+}
