@@ -227,7 +227,85 @@ fn abi(c: &mut Criterion) {
             OtlpData::from_protobuf(weft_runtime::Signal::Traces, data.bytes().clone()).expect("ok")
         })
     });
+    // The baseline for the line above: the recursive validator it replaced (2026-12-02), with
+    // the same checks and no limits, as it was before issue #14.
+    g.bench_function("validate_request_recursive_baseline", |b| {
+        b.iter(|| {
+            let buf: &[u8] = data.bytes();
+            let mut items = 0;
+            recursive_walk(
+                weft_runtime::wire::Kind::TracesData,
+                buf,
+                0,
+                buf.len(),
+                0,
+                &mut items,
+            )
+            .expect("ok");
+            items
+        })
+    });
     g.finish();
+}
+
+/// The validator before issue #14 (recursive, nesting ≤ 100 messages), kept as the benchmark's
+/// baseline; errors are `()`.
+fn recursive_walk(
+    kind: weft_runtime::wire::Kind,
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    depth: usize,
+    items: &mut u64,
+) -> Result<(), ()> {
+    use weft_runtime::wire::Kind;
+    use weft_runtime::wire::schema::Ty;
+    use weft_runtime::wire::wire::{Fields, Wire};
+    if depth > 100 {
+        return Err(());
+    }
+    let required = kind.required();
+    let mut seen = 0u32;
+    for field in Fields::new(buf, start, end) {
+        let field = field.map_err(|_| ())?;
+        let Some((_, ty)) = kind.field(field.number) else {
+            continue;
+        };
+        if field.value.wire_type() != ty.wire_type() {
+            return Err(());
+        }
+        if let Some(i) = required.iter().position(|&n| n == field.number) {
+            seen |= 1 << i;
+        }
+        let Wire::Len(content) = field.value else {
+            continue;
+        };
+        match ty {
+            Ty::Str if weft_runtime::wire::wire::utf8(content).is_none() => return Err(()),
+            Ty::Id { len, optional }
+                if content.len() != len && !(optional && content.is_empty()) =>
+            {
+                return Err(());
+            }
+            Ty::Msg(child) => {
+                if kind.items_field() == Some(field.number)
+                    && matches!(kind, Kind::ScopeSpans | Kind::ScopeLogs)
+                {
+                    *items += 1;
+                }
+                recursive_walk(child, buf, field.content, field.end, depth + 1, items)?;
+            }
+            _ => {}
+        }
+    }
+    if required
+        .iter()
+        .enumerate()
+        .any(|(i, _)| seen & (1 << i) == 0)
+    {
+        return Err(());
+    }
+    Ok(())
 }
 
 fn load(c: &mut Criterion) {

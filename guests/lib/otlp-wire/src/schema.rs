@@ -271,7 +271,7 @@ impl Kind {
     }
 
     /// The fields a message must have (ids that may not be absent), checked after its walk.
-    pub(crate) fn required(self) -> &'static [u32] {
+    pub fn required(self) -> &'static [u32] {
         match self {
             Kind::Span | Kind::Link => &[1, 2],
             _ => &[],

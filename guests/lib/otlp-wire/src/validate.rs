@@ -37,31 +37,228 @@ pub fn validate(root: Kind, buf: &[u8]) -> Result<u64, WireError> {
     validate_with(root, buf, &Limits::RECEIVER)
 }
 
-/// One message being walked.
+/// Values nested this deep are walked by recursion (the fast path, which every real request
+/// takes); a subtree deeper than that by [`walk_deep`], whose stack is on the heap.
+const RECURSE_VALUE_DEPTH: usize = 16;
+
+/// [`validate`] within `limits`. A deep message costs heap, not stack.
+pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, WireError> {
+    let mut items = 0;
+    // Without entry or string limits (a receiver's), those checks are compiled out.
+    if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
+        walk::<false>(root, buf, 0, buf.len(), 0, &mut items, limits)?;
+    } else {
+        walk::<true>(root, buf, 0, buf.len(), 0, &mut items, limits)?;
+    }
+    Ok(items)
+}
+
+/// Checks one field of a `kind` message: its wire type, UTF-8, id lengths and the limits on
+/// strings and entries; marks it in `seen` and counts it in `entries` and `items`. Returns the
+/// sub-message to walk, if the field is one.
+#[inline(always)]
+fn step<const LIMITED: bool>(
+    kind: Kind,
+    field: &crate::wire::Field<'_>,
+    limits: &Limits,
+    seen: &mut u32,
+    entries: &mut usize,
+    items: &mut u64,
+) -> Result<Option<Kind>, Box<WireError>> {
+    // The error is boxed so that the result fits in two registers: this runs for every field.
+    let Some((name, ty)) = kind.field(field.number) else {
+        return Ok(None);
+    };
+    if field.value.wire_type() != ty.wire_type() {
+        return Err(Box::new(wrong_wire_type(kind, name, ty, field)));
+    }
+    let required = kind.required();
+    if !required.is_empty()
+        && let Some(i) = required.iter().position(|&n| n == field.number)
+    {
+        *seen |= 1 << i;
+    }
+    let Wire::Len(content) = field.value else {
+        return Ok(None);
+    };
+    match ty {
+        Ty::Str | Ty::Bytes if LIMITED && content.len() > limits.max_string_bytes => {
+            Err(Box::new(too_long(kind, name, field, content.len(), limits)))
+        }
+        Ty::Str if crate::wire::utf8(content).is_none() => Err(Box::new(WireError::new(
+            field.content,
+            format!("{}.{name} is not valid UTF-8", kind.name()),
+        ))),
+        Ty::Id { len, optional } if content.len() != len && !(optional && content.is_empty()) => {
+            Err(Box::new(wrong_id(
+                kind,
+                name,
+                field,
+                len,
+                optional,
+                content.len(),
+            )))
+        }
+        Ty::Msg(child) => {
+            if kind.items_field() == Some(field.number)
+                && matches!(kind, Kind::ScopeSpans | Kind::ScopeLogs)
+            {
+                *items += 1;
+            }
+            if LIMITED && (child == Kind::KeyValue || kind == Kind::ArrayValue) {
+                *entries += 1;
+                if *entries > limits.max_entries {
+                    return Err(Box::new(too_many(kind, name, field, limits)));
+                }
+            }
+            Ok(Some(child))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_wire_type(kind: Kind, name: &str, ty: Ty, field: &crate::wire::Field<'_>) -> WireError {
+    WireError::new(
+        field.start,
+        format!(
+            "{}.{name}: wire type {} where {} was expected",
+            kind.name(),
+            field.value.wire_type(),
+            ty.wire_type()
+        ),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn too_long(
+    kind: Kind,
+    name: &str,
+    field: &crate::wire::Field<'_>,
+    len: usize,
+    limits: &Limits,
+) -> WireError {
+    WireError::new(
+        field.content,
+        format!(
+            "{}.{name} is {len} bytes, more than the limit of {}",
+            kind.name(),
+            limits.max_string_bytes
+        ),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_id(
+    kind: Kind,
+    name: &str,
+    field: &crate::wire::Field<'_>,
+    len: usize,
+    optional: bool,
+    got: usize,
+) -> WireError {
+    let expected = if optional {
+        format!("0 or {len}")
+    } else {
+        len.to_string()
+    };
+    WireError::new(
+        field.content,
+        format!("{}.{name} must be {expected} bytes, got {got}", kind.name()),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn too_many(kind: Kind, name: &str, field: &crate::wire::Field<'_>, limits: &Limits) -> WireError {
+    WireError::new(
+        field.start,
+        format!(
+            "{}.{name} has more than {} entries",
+            kind.name(),
+            limits.max_entries
+        ),
+    )
+}
+
+/// The depth of a child `child` of a message at `value_depth`, checked against the limit.
+#[inline(always)]
+fn child_depth(
+    child: Kind,
+    value_depth: usize,
+    at: usize,
+    limits: &Limits,
+) -> Result<usize, WireError> {
+    let d = value_depth + usize::from(child == Kind::AnyValue);
+    if d > limits.max_value_depth {
+        return Err(WireError::new(
+            at,
+            format!("values nest more than {} deep", limits.max_value_depth),
+        ));
+    }
+    Ok(d)
+}
+
+/// Walks the `kind` message at `buf[start..end]` by recursion, handing subtrees of values
+/// nested deeper than [`RECURSE_VALUE_DEPTH`] to [`walk_deep`]: the recursion is at most
+/// about 40 frames deep whatever the input.
+fn walk<const LIMITED: bool>(
+    kind: Kind,
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    value_depth: usize,
+    items: &mut u64,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    let (mut seen, mut entries) = (0u32, 0usize);
+    for field in Fields::new(buf, start, end) {
+        let field = field?;
+        if let Some(child) =
+            step::<LIMITED>(kind, &field, limits, &mut seen, &mut entries, items).map_err(|e| *e)?
+        {
+            let d = child_depth(child, value_depth, field.start, limits)?;
+            if d > RECURSE_VALUE_DEPTH {
+                walk_deep::<LIMITED>(child, buf, field.content, field.end, d, items, limits)?;
+            } else {
+                walk::<LIMITED>(child, buf, field.content, field.end, d, items, limits)?;
+            }
+        }
+    }
+    check_required(kind, start, seen)
+}
+
+/// One message being walked by [`walk_deep`].
 struct Frame<'a> {
     kind: Kind,
     start: usize,
     fields: Fields<'a>,
-    /// Required fields seen, one bit per entry of `kind.required()`.
     seen: u32,
-    /// `AnyValue`s enclosing this message (itself included).
     value_depth: usize,
-    /// Entries (key-values, array elements) of this message seen so far.
     entries: usize,
 }
 
-/// [`validate`] within `limits`. Iterative: a deep message costs heap, not stack.
-pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, WireError> {
-    let mut items = 0;
-    let mut stack = Vec::with_capacity(8);
-    stack.push(Frame {
-        kind: root,
-        start: 0,
-        fields: Fields::new(buf, 0, buf.len()),
+/// [`walk`] with its stack on the heap, for deep values.
+fn walk_deep<const LIMITED: bool>(
+    kind: Kind,
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    value_depth: usize,
+    items: &mut u64,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    let mut stack = vec![Frame {
+        kind,
+        start,
+        fields: Fields::new(buf, start, end),
         seen: 0,
-        value_depth: 0,
+        value_depth,
         entries: 0,
-    });
+    }];
     while let Some(top) = stack.last_mut() {
         let Some(field) = top.fields.next() else {
             let done = stack.pop().expect("a frame");
@@ -69,102 +266,29 @@ pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, Wir
             continue;
         };
         let field = field?;
-        let kind = top.kind;
-        let required = kind.required();
-        let Some((name, ty)) = kind.field(field.number) else {
+        let Some(child) = step::<LIMITED>(
+            top.kind,
+            &field,
+            limits,
+            &mut top.seen,
+            &mut top.entries,
+            items,
+        )
+        .map_err(|e| *e)?
+        else {
             continue;
         };
-        if field.value.wire_type() != ty.wire_type() {
-            return Err(WireError::new(
-                field.start,
-                format!(
-                    "{}.{name}: wire type {} where {} was expected",
-                    kind.name(),
-                    field.value.wire_type(),
-                    ty.wire_type()
-                ),
-            ));
-        }
-        if let Some(i) = required.iter().position(|&n| n == field.number) {
-            top.seen |= 1 << i;
-        }
-        let Wire::Len(content) = field.value else {
-            continue;
-        };
-        if matches!(ty, Ty::Str | Ty::Bytes) && content.len() > limits.max_string_bytes {
-            return Err(WireError::new(
-                field.content,
-                format!(
-                    "{}.{name} is {} bytes, more than the limit of {}",
-                    kind.name(),
-                    content.len(),
-                    limits.max_string_bytes
-                ),
-            ));
-        }
-        match ty {
-            Ty::Str if crate::wire::utf8(content).is_none() => {
-                return Err(WireError::new(
-                    field.content,
-                    format!("{}.{name} is not valid UTF-8", kind.name()),
-                ));
-            }
-            Ty::Id { len, optional }
-                if content.len() != len && !(optional && content.is_empty()) =>
-            {
-                let expected = if optional {
-                    format!("0 or {len}")
-                } else {
-                    len.to_string()
-                };
-                return Err(WireError::new(
-                    field.content,
-                    format!(
-                        "{}.{name} must be {expected} bytes, got {}",
-                        kind.name(),
-                        content.len()
-                    ),
-                ));
-            }
-            Ty::Msg(child) => {
-                if kind.items_field() == Some(field.number)
-                    && matches!(kind, Kind::ScopeSpans | Kind::ScopeLogs)
-                {
-                    items += 1;
-                }
-                if child == Kind::KeyValue || kind == Kind::ArrayValue {
-                    top.entries += 1;
-                    if top.entries > limits.max_entries {
-                        return Err(WireError::new(
-                            field.start,
-                            format!(
-                                "{}.{name} has more than {} entries",
-                                kind.name(),
-                                limits.max_entries
-                            ),
-                        ));
-                    }
-                }
-                let value_depth = top.value_depth + usize::from(child == Kind::AnyValue);
-                if value_depth > limits.max_value_depth {
-                    return Err(WireError::new(
-                        field.start,
-                        format!("values nest more than {} deep", limits.max_value_depth),
-                    ));
-                }
-                stack.push(Frame {
-                    kind: child,
-                    start: field.content,
-                    fields: Fields::new(buf, field.content, field.end),
-                    seen: 0,
-                    value_depth,
-                    entries: 0,
-                });
-            }
-            _ => {}
-        }
+        let d = child_depth(child, top.value_depth, field.start, limits)?;
+        stack.push(Frame {
+            kind: child,
+            start: field.content,
+            fields: Fields::new(buf, field.content, field.end),
+            seen: 0,
+            value_depth: d,
+            entries: 0,
+        });
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Fails when a field `kind` requires was not among those `seen` in the message at `start`.

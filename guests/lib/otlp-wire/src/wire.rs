@@ -222,7 +222,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read(&mut self) -> Result<Field<'a>, WireError> {
         let start = self.pos;
         match read_field(&self.buf[..self.end], &mut self.pos) {
