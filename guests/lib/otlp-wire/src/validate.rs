@@ -21,8 +21,9 @@ pub struct Limits {
 impl Limits {
     /// What a receiver accepts: values nested 100 000 deep (the OpenTelemetry Collector
     /// accepts that too), any number of entries and any string the message size allows. The
-    /// walk keeps its own stack on the heap, so depth costs memory (about 40 bytes a level),
-    /// never the thread's stack.
+    /// walk keeps its own stack on the heap, so depth costs memory (two or three 64-byte frames
+    /// per nested value: about 13 to 19 MB at 100 000 levels, while the walk lasts), never the
+    /// thread's stack.
     pub const RECEIVER: Limits = Limits {
         max_value_depth: 100_000,
         max_entries: usize::MAX,
@@ -59,6 +60,7 @@ pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, Wir
 #[inline(always)]
 fn step<const LIMITED: bool>(
     kind: Kind,
+    required: &[u32],
     field: &crate::wire::Field<'_>,
     limits: &Limits,
     seen: &mut u32,
@@ -72,7 +74,6 @@ fn step<const LIMITED: bool>(
     if field.value.wire_type() != ty.wire_type() {
         return Err(Box::new(wrong_wire_type(kind, name, ty, field)));
     }
-    let required = kind.required();
     if !required.is_empty()
         && let Some(i) = required.iter().position(|&n| n == field.number)
     {
@@ -215,10 +216,19 @@ fn walk<const LIMITED: bool>(
     limits: &Limits,
 ) -> Result<(), WireError> {
     let (mut seen, mut entries) = (0u32, 0usize);
+    let required = kind.required();
     for field in Fields::new(buf, start, end) {
         let field = field?;
-        if let Some(child) =
-            step::<LIMITED>(kind, &field, limits, &mut seen, &mut entries, items).map_err(|e| *e)?
+        if let Some(child) = step::<LIMITED>(
+            kind,
+            required,
+            &field,
+            limits,
+            &mut seen,
+            &mut entries,
+            items,
+        )
+        .map_err(|e| *e)?
         {
             let d = child_depth(child, value_depth, field.start, limits)?;
             if d > RECURSE_VALUE_DEPTH {
@@ -268,6 +278,7 @@ fn walk_deep<const LIMITED: bool>(
         let field = field?;
         let Some(child) = step::<LIMITED>(
             top.kind,
+            top.kind.required(),
             &field,
             limits,
             &mut top.seen,
