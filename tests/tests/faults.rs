@@ -483,6 +483,50 @@ fn guest_output_past_its_limits_is_malformed_output_and_within_them_passes() {
             "{strict}"
         );
     }
+    // Typed records are held to the entry and string limits too: one past a plugin's limit of
+    // 10 entries / 100 bytes is malformed output, exactly at it passes. (The fixture's spans
+    // have up to 2 attributes of their own: `wide` adds 8 to reach 10.)
+    let small = weft_runtime::wire::Limits {
+        max_entries: 10,
+        max_string_bytes: 100,
+        ..weft_runtime::OUTPUT_LIMITS
+    };
+    for (fault, key, at, needle) in [
+        (
+            "wide",
+            "entries",
+            8,
+            "span.attributes has more than 10 entries",
+        ),
+        (
+            "big-string",
+            "bytes",
+            100,
+            "span.name is 101 bytes, more than the limit of 100",
+        ),
+    ] {
+        let typed = |n: usize| {
+            let mut settings = PluginSettings::new("typed-fault");
+            settings.config = serde_json::json!({ "fault": fault, key: n });
+            settings.fail_policy = FailPolicy::Closed;
+            settings.output_limits = small;
+            host.load_file(guests::TYPED_FAULT.as_ref(), settings)
+                .expect("load")
+        };
+        let strict = typed(at + 1).process_strict(traces()).expect_err(fault);
+        assert!(strict.to_string().contains(needle), "{fault}: {strict}");
+        let (out, report) = typed(at).process(traces()).expect("valid OTLP");
+        assert_eq!(report.failed_batches, 0, "{fault} at the limit: {report:?}");
+        assert_eq!(
+            out.resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum::<usize>(),
+            3,
+            "{fault} at the limit passes"
+        );
+    }
 }
 
 proptest::proptest! {

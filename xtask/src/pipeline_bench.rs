@@ -24,6 +24,10 @@
 //! CPU 1 with `taskset -c` (util-linux) when it exists and the machine has 2 CPUs; otherwise a
 //! warning is printed and nothing is pinned.
 //!
+//! With `WEFT_BENCH_BASELINE=<weft binary>` (a release build of an earlier commit), three more
+//! targets compare in the same run: that binary pass-through and with pii-mask, and this weft
+//! with a `memory_limiter` that never refuses; the ratios table gives this weft against them.
+//!
 //! rotel comes from tests/peers/requirements-bench.txt (exact versions), installed into
 //! `<repo>/.venv` (tests/peers/setup-python.sh creates it) when missing or at another version.
 //! When rotel cannot be installed or started, the bench prints the error, leaves rotel's rows
@@ -212,10 +216,22 @@ const SAMPLER: (&str, &str) = (
     "{ component: \"builtin:sampler\", config: { percentage: 100 } }",
 );
 
+/// A memory limiter far above what the benchmark uses: its checks run on every request, it never
+/// refuses.
+const LIMITER: (&str, &str) = (
+    "memory_limiter",
+    "{ check_interval: 1s, limit_mib: 4096, spike_limit_mib: 512 }",
+);
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
+    /// This weft's binary with these processors.
     Weft(&'static [(&'static str, &'static str)]),
-    Rotel { python: bool },
+    /// The binary in `$WEFT_BENCH_BASELINE` (another build of weft) with these processors.
+    Baseline(&'static [(&'static str, &'static str)]),
+    Rotel {
+        python: bool,
+    },
     Collector(&'static str),
 }
 
@@ -252,6 +268,23 @@ const TARGETS: [Target; 7] = [
     Target {
         name: "Collector + transform/pii",
         kind: Kind::Collector("tests/peers/collector-redact.yaml"),
+    },
+];
+
+/// With `$WEFT_BENCH_BASELINE` set to another weft binary (an earlier commit's release build):
+/// the same weft targets on it, and this weft with a memory limiter, to compare in one run.
+const BASELINE_TARGETS: [Target; 3] = [
+    Target {
+        name: "baseline weft pass-through",
+        kind: Kind::Baseline(&[]),
+    },
+    Target {
+        name: "baseline weft + pii-mask",
+        kind: Kind::Baseline(&[PII]),
+    },
+    Target {
+        name: "weft + memory_limiter pass-through",
+        kind: Kind::Weft(&[LIMITER]),
     },
 ];
 
@@ -455,6 +488,22 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
         bail!("collector build failed");
     }
     let weft = ws.join("target/release/weft");
+    let baseline = std::env::var_os("WEFT_BENCH_BASELINE").map(PathBuf::from);
+    if let Some(b) = &baseline
+        && !b.exists()
+    {
+        bail!("WEFT_BENCH_BASELINE={}: no such file", b.display());
+    }
+    let targets: Vec<&Target> = TARGETS
+        .iter()
+        .chain(
+            baseline
+                .is_some()
+                .then_some(&BASELINE_TARGETS)
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
     let loadgen = ws.join("target/release/otlp-loadgen");
     let otelcol = ws.join("target/peers/otelcol-weft");
     let dir = ws.join("target/bench-pipeline");
@@ -482,9 +531,9 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     );
     wait_ready(&mut sink, sink_port, None).context("the sink")?;
 
-    let mut samples: Vec<Vec<Row>> = (0..TARGETS.len()).map(|_| Vec::new()).collect();
+    let mut samples: Vec<Vec<Row>> = (0..targets.len()).map(|_| Vec::new()).collect();
     // Targets that could not run, with the reason (rotel only; any other failure stops the bench).
-    let mut skipped: Vec<Option<String>> = TARGETS
+    let mut skipped: Vec<Option<String>> = targets
         .iter()
         .map(|t| match (t.kind, &rotel) {
             (Kind::Rotel { .. }, Err(e)) => Some(e.clone()),
@@ -492,7 +541,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
         })
         .collect();
     for rep in 0..REPS {
-        for (t, target) in TARGETS.iter().enumerate() {
+        for (t, target) in targets.iter().enumerate() {
             if skipped[t].is_some() {
                 continue;
             }
@@ -501,10 +550,14 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             let log = dir.join(format!("target{t}.log"));
             let log_file = std::fs::File::create(&log)?;
             let spawned = match target.kind {
-                Kind::Weft(processors) => {
+                Kind::Weft(processors) | Kind::Baseline(processors) => {
                     let cfg =
                         weft_config(&dir, &format!("target{t}"), port, sink_port, processors)?;
-                    pin.command(TARGET_CPU, &weft)
+                    let bin = match (target.kind, &baseline) {
+                        (Kind::Baseline(_), Some(b)) => b,
+                        _ => &weft,
+                    };
+                    pin.command(TARGET_CPU, bin)
                         .args(["run", cfg.to_str().unwrap_or_default()])
                         .env("WEFT_LOG", "warn")
                         .stdout(log_file.try_clone()?)
@@ -614,7 +667,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     println!(
         "\n| target | CPU µs/span | spans/s | spans per CPU-second | peak RSS MiB |\n|---|---:|---:|---:|---:|"
     );
-    for (t, target) in TARGETS.iter().enumerate() {
+    for (t, target) in targets.iter().enumerate() {
         match (&med[t], &skipped[t]) {
             (Some(m), None) => println!(
                 "| {} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -638,7 +691,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
          OTLP/gRPC in, OTLP/gRPC out uncompressed to the same sink, no batching anywhere \
          (rotel `--disable-batching`). Sampler at 100 %: every span kept.)"
     );
-    for (t, target) in TARGETS.iter().enumerate() {
+    for (t, target) in targets.iter().enumerate() {
         if let Some(e) = &skipped[t] {
             println!("\n{} did not run: {e}", target.name);
         }
@@ -646,7 +699,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
 
     // Ratios: below 1 means weft uses less.
     let by = |name: &str| {
-        TARGETS
+        targets
             .iter()
             .position(|t| t.name == name)
             .and_then(|i| med[i].as_ref())
@@ -674,14 +727,27 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
         "| weft + pii-mask / Collector + transform/pii, peak RSS | {} |",
         ratio("weft + pii-mask", "Collector + transform/pii", rss)
     );
+    if let Some(b) = &baseline {
+        for (a, base) in [
+            ("weft pass-through", "baseline weft pass-through"),
+            ("weft + pii-mask", "baseline weft + pii-mask"),
+            ("weft + memory_limiter pass-through", "weft pass-through"),
+        ] {
+            println!(
+                "| {a} / {base}, CPU µs per span | {} |",
+                ratio(a, base, cpu)
+            );
+        }
+        println!("\n(baseline: {})", b.display());
+    }
     println!("\n(Ratios of the medians above; below 1 means weft uses less.)");
 
     println!("\nRaw runs (CPU s over {SECONDS} s; spans):\n");
-    let header: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+    let header: Vec<&str> = targets.iter().map(|t| t.name).collect();
     println!(
         "| rep | {} |\n|---|{}",
         header.join(" | "),
-        "---|".repeat(TARGETS.len())
+        "---|".repeat(targets.len())
     );
     for rep in 0..REPS {
         let cells: Vec<String> = samples

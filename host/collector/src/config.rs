@@ -59,13 +59,21 @@ impl CollectorConfig {
         })
     }
 
-    /// Whether `other` has the same receivers, exporters, pipelines and processor ids (what a
-    /// running collector can keep while processors' settings change).
+    /// Whether `other` has the same receivers, exporters, pipelines, processor ids and memory
+    /// limiters (what a running collector can keep while plugins' settings change).
     pub fn same_structure(&self, other: &CollectorConfig) -> bool {
+        let limiters = |c: &CollectorConfig| {
+            c.processors
+                .iter()
+                .filter(|(_, p)| p.wasm().is_none())
+                .map(|(id, p)| (id.clone(), p.clone()))
+                .collect::<Vec<_>>()
+        };
         self.receivers == other.receivers
             && self.exporters == other.exporters
             && self.pipelines == other.pipelines
             && self.processors.keys().eq(other.processors.keys())
+            && limiters(self) == limiters(other)
     }
 }
 
@@ -238,6 +246,51 @@ impl HttpServerConfig {
 pub enum ProcessorConfig {
     /// A weft plugin component.
     Wasm(WasmConfig),
+    /// The Collector's `memory_limiter`: refuses data while weft's memory is over a limit
+    /// ([`crate::memory`]).
+    MemoryLimiter(MemoryLimiterConfig),
+}
+
+impl ProcessorConfig {
+    /// The plugin's settings, if this is a `wasm` processor.
+    pub fn wasm(&self) -> Option<&WasmConfig> {
+        match self {
+            ProcessorConfig::Wasm(w) => Some(w),
+            ProcessorConfig::MemoryLimiter(_) => None,
+        }
+    }
+}
+
+/// `memory_limiter`, spelled as the Collector's: data is refused (UNAVAILABLE / 503, which OTLP
+/// clients retry) while weft's memory use is above `limit - spike_limit`
+/// ([`crate::memory::MemoryLimiter`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryLimiterConfig {
+    /// How often the process's resident memory is measured.
+    pub check_interval: Duration,
+    /// The hard limit, in bytes.
+    pub limit: MemoryAmount,
+    /// How much the use may grow between two checks; the soft limit is `limit - spike_limit`.
+    pub spike_limit: MemoryAmount,
+}
+
+/// An amount of memory: bytes, or a percentage of what the machine (or the cgroup) has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryAmount {
+    /// `*_mib`, in bytes.
+    Bytes(u64),
+    /// `*_percentage`, of the total.
+    Percent(u64),
+}
+
+impl MemoryAmount {
+    /// In bytes, with `total` the memory available to the process.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MemoryAmount::Bytes(b) => b,
+            MemoryAmount::Percent(p) => total / 100 * p,
+        }
+    }
 }
 
 /// An exporter: one variant per kind, each implemented in its own file under
@@ -390,14 +443,42 @@ impl Default for RetryConfig {
 /// `sending_queue`: the bounded queue in front of an exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
-    /// Requests the queue holds before receivers answer "retry later".
+    /// How much the queue holds, in `sizer` units, before receivers answer "retry later".
     pub queue_size: usize,
+    /// What `queue_size` counts.
+    pub sizer: Sizer,
+}
+
+/// `sending_queue.sizer`: what a queue's size counts, as the Collector's exporterhelper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sizer {
+    /// Requests, whatever their size (the default).
+    #[default]
+    Requests,
+    /// Spans or log records.
+    Items,
+    /// Bytes of the requests' protobuf encoding.
+    Bytes,
+}
+
+impl Sizer {
+    /// How it is spelled in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sizer::Requests => "requests",
+            Sizer::Items => "items",
+            Sizer::Bytes => "bytes",
+        }
+    }
 }
 
 impl Default for QueueConfig {
     /// 1000 requests, as the Collector (every exporter kind).
     fn default() -> Self {
-        QueueConfig { queue_size: 1000 }
+        QueueConfig {
+            queue_size: 1000,
+            sizer: Sizer::Requests,
+        }
     }
 }
 
@@ -467,6 +548,114 @@ struct RawRetry {
 struct RawQueue {
     #[serde(default)]
     queue_size: Option<usize>,
+    #[serde(default)]
+    sizer: Option<String>,
+}
+
+fn queue(key: &str, r: Option<RawQueue>) -> Result<QueueConfig, ConfigError> {
+    let d = QueueConfig::default();
+    let Some(r) = r else { return Ok(d) };
+    let sizer = match r.sizer.as_deref() {
+        None => d.sizer,
+        Some("requests") => Sizer::Requests,
+        Some("items") => Sizer::Items,
+        Some("bytes") => Sizer::Bytes,
+        Some(o) => {
+            return Err(err(
+                format!("{key}.sizer"),
+                format!("`{o}`: use requests, items or bytes"),
+            ));
+        }
+    };
+    Ok(QueueConfig {
+        queue_size: r.queue_size.unwrap_or(d.queue_size),
+        sizer,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemoryLimiter {
+    #[serde(default)]
+    check_interval: Option<String>,
+    #[serde(default)]
+    limit_mib: Option<u64>,
+    #[serde(default)]
+    spike_limit_mib: Option<u64>,
+    #[serde(default)]
+    limit_percentage: Option<u64>,
+    #[serde(default)]
+    spike_limit_percentage: Option<u64>,
+}
+
+/// The Collector's rules: a limit in MiB or as a percentage (not both), a spike limit in the
+/// same unit below it (20 % of the limit when left out). Unlike the Collector, `check_interval`
+/// may be left out (1 s, what the Collector's docs recommend).
+fn memory_limiter(key: &str, r: RawMemoryLimiter) -> Result<MemoryLimiterConfig, ConfigError> {
+    let check_interval = positive_duration_at(
+        format!("{key}.check_interval"),
+        r.check_interval,
+        Duration::from_secs(1),
+        "1s",
+    )?;
+    let mib = |v: u64| v.saturating_mul(1 << 20);
+    let (limit, spike) = match (r.limit_mib, r.limit_percentage) {
+        (Some(_), Some(_)) => {
+            return Err(err(key, "give limit_mib or limit_percentage, not both"));
+        }
+        (None, None) => {
+            return Err(err(
+                format!("{key}.limit_mib"),
+                "set limit_mib (or limit_percentage): the memory the process may use",
+            ));
+        }
+        (Some(l), None) => {
+            if r.spike_limit_percentage.is_some() {
+                return Err(err(
+                    format!("{key}.spike_limit_percentage"),
+                    "with limit_mib, give spike_limit_mib",
+                ));
+            }
+            if l == 0 {
+                return Err(err(format!("{key}.limit_mib"), "must be at least 1"));
+            }
+            let spike = r.spike_limit_mib.map_or(mib(l) / 5, mib);
+            if spike >= mib(l) {
+                return Err(err(
+                    format!("{key}.spike_limit_mib"),
+                    format!("must be below limit_mib ({l})"),
+                ));
+            }
+            (MemoryAmount::Bytes(mib(l)), MemoryAmount::Bytes(spike))
+        }
+        (None, Some(p)) => {
+            if r.spike_limit_mib.is_some() {
+                return Err(err(
+                    format!("{key}.spike_limit_mib"),
+                    "with limit_percentage, give spike_limit_percentage",
+                ));
+            }
+            if p == 0 || p > 100 {
+                return Err(err(
+                    format!("{key}.limit_percentage"),
+                    "must be between 1 and 100",
+                ));
+            }
+            let spike = r.spike_limit_percentage.unwrap_or(p / 5);
+            if spike >= p {
+                return Err(err(
+                    format!("{key}.spike_limit_percentage"),
+                    format!("must be below limit_percentage ({p})"),
+                ));
+            }
+            (MemoryAmount::Percent(p), MemoryAmount::Percent(spike))
+        }
+    };
+    Ok(MemoryLimiterConfig {
+        check_interval,
+        limit,
+        spike_limit: spike,
+    })
 }
 
 fn otlp_exporter(key: &str, r: RawOtlpExporter) -> Result<OtlpExporterConfig, ConfigError> {
@@ -519,12 +708,7 @@ fn otlp_exporter(key: &str, r: RawOtlpExporter) -> Result<OtlpExporterConfig, Co
                 d.retry_on_failure.max_elapsed,
             )?,
         },
-        sending_queue: QueueConfig {
-            queue_size: r
-                .sending_queue
-                .and_then(|q| q.queue_size)
-                .unwrap_or(d.sending_queue.queue_size),
-        },
+        sending_queue: queue(&format!("{key}.sending_queue"), r.sending_queue)?,
     })
 }
 
@@ -808,10 +992,16 @@ fn parse_processors(
                 let r: RawWasm = from_value(&key, v)?;
                 processors.insert(id, ProcessorConfig::Wasm(wasm_config(&key, r, base)?));
             }
+            "memory_limiter" => {
+                let r: RawMemoryLimiter = from_value(&key, v)?;
+                processors.insert(id, ProcessorConfig::MemoryLimiter(memory_limiter(&key, r)?));
+            }
             other => {
                 return Err(err(
                     key,
-                    format!("unknown processor type `{other}` (weft has `wasm`)"),
+                    format!(
+                        "unknown processor type `{other}` (weft has `wasm` and `memory_limiter`)"
+                    ),
                 ));
             }
         }
@@ -919,12 +1109,25 @@ fn parse_pipelines(
                 ));
             }
         }
-        for pr in &p.processors {
-            if !processors.contains_key(pr) {
-                return Err(err(
-                    format!("{key}.processors"),
-                    format!("`{pr}` is not defined under processors"),
-                ));
+        for (i, pr) in p.processors.iter().enumerate() {
+            match processors.get(pr) {
+                None => {
+                    return Err(err(
+                        format!("{key}.processors"),
+                        format!("`{pr}` is not defined under processors"),
+                    ));
+                }
+                // The Collector allows it anywhere and recommends it first; weft checks memory
+                // before any work, so anywhere else would not mean what it says.
+                Some(ProcessorConfig::MemoryLimiter(_)) if i > 0 => {
+                    return Err(err(
+                        format!("{key}.processors"),
+                        format!(
+                            "`{pr}` must be the first processor (it refuses data before any work is done)"
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for e in &p.exporters {

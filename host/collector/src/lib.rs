@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod config;
 pub mod exporter;
+pub mod memory;
 pub mod pipeline;
 pub mod receiver;
 
@@ -21,7 +22,8 @@ use weft_runtime::Signal;
 use weft_runtime::net::{BindError, ListenerStats, bind};
 use weft_runtime::telemetry::{Exposition, MetricKind, MetricsSource};
 
-use config::CollectorConfig;
+use config::{CollectorConfig, ProcessorConfig};
+use memory::{MemoryLimiter, MemoryUse};
 pub use pipeline::{ExporterStats, Payload, Pipeline, PipelineStats, PluginSlot, ProcessorStats};
 
 /// A running collector: its listeners and pipelines. Stopped by the `stop` channel given to
@@ -33,8 +35,13 @@ pub struct Collector {
     pub listener_stats: Vec<Arc<ListenerStats>>,
     /// The pipelines.
     pub pipelines: Vec<Arc<Pipeline>>,
+    /// What the queues and exports hold, and the last RSS measured.
+    pub memory: Arc<MemoryUse>,
+    /// The `memory_limiter` processors.
+    pub limiters: Vec<Arc<MemoryLimiter>>,
     servers: tokio::task::JoinSet<()>,
     exporters: tokio::task::JoinSet<()>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the exporters, the pipelines over the processors in `slots` (by processor id) and the
@@ -62,41 +69,74 @@ pub async fn start_with(
 ) -> Result<Collector, BindError> {
     let replacements = exporters;
     let mut exporters = tokio::task::JoinSet::new();
+    let memory = MemoryUse::new();
+    let total = memory::total_memory();
+    let limiters: BTreeMap<&String, Arc<MemoryLimiter>> = config
+        .processors
+        .iter()
+        .filter_map(|(id, p)| match p {
+            ProcessorConfig::MemoryLimiter(c) => {
+                Some((id, MemoryLimiter::new(id, c, total, memory.clone())))
+            }
+            ProcessorConfig::Wasm(_) => None,
+        })
+        .collect();
+    for l in limiters.values() {
+        tracing::info!(processor = %l.id, limit = l.limit, soft_limit = l.soft_limit, "memory limiter");
+    }
+    let keeper = tokio::spawn(memory::keeper(
+        memory.clone(),
+        limiters.values().cloned().collect(),
+    ));
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
     for (signal, p) in &config.pipelines {
-        let stats = Arc::new(PipelineStats::new(&p.processors, &p.exporters));
+        let stats = Arc::new(PipelineStats::new(
+            p.processors.iter().filter(|id| slots.contains_key(*id)),
+            &p.exporters,
+        ));
         let mut queues = Vec::new();
         for id in &p.exporters {
             let cfg = &config.exporters[id];
             let delivery = cfg.delivery();
-            let (tx, rx) = tokio::sync::mpsc::channel(delivery.queue.queue_size);
+            let (queue, rx) = pipeline::queue(id, &delivery.queue);
             let built = match replacements.get(id) {
                 Some(e) => Ok(e.clone()),
                 None => exporter::build(id, cfg),
             };
             match built {
                 Ok(e) => {
-                    exporters.spawn(exporter::run(id.clone(), e, delivery, rx, stats.clone()));
+                    exporters.spawn(exporter::run(
+                        id.clone(),
+                        e,
+                        delivery,
+                        rx,
+                        stats.clone(),
+                        memory.clone(),
+                    ));
                 }
                 Err(e) => {
                     tracing::error!(exporter = %id, error = %e, "cannot start the exporter; its data fails");
                     exporters.spawn(exporter::fail_all(id.clone(), rx, stats.clone()));
                 }
             }
-            queues.push(pipeline::ExporterQueue { id: id.clone(), tx });
+            queues.push(queue);
         }
+        // The configuration puts a memory limiter first, if anywhere; the rest are plugins.
+        let limiter = p.processors.iter().find_map(|id| limiters.get(id).cloned());
         let processors = p
             .processors
             .iter()
-            .map(|id| (id.clone(), slots[id].clone()))
+            .filter_map(|id| Some((id.clone(), slots.get(id)?.clone())))
             .collect();
         by_signal.insert(
             *signal,
             Arc::new(Pipeline {
                 signal: *signal,
+                limiter,
                 processors,
                 exporters: queues,
                 stats,
+                memory: memory.clone(),
             }),
         );
     }
@@ -170,8 +210,11 @@ pub async fn start_with(
         listeners,
         listener_stats,
         pipelines: by_signal.into_values().collect(),
+        memory,
+        limiters: limiters.into_values().collect(),
         servers,
         exporters,
+        keeper,
     })
 }
 
@@ -186,7 +229,11 @@ impl Collector {
 
     /// The pipelines' self-metrics, for the telemetry server.
     pub fn metrics(&self) -> Arc<dyn MetricsSource> {
-        Arc::new(PipelineMetrics(self.pipelines.clone()))
+        Arc::new(PipelineMetrics {
+            pipelines: self.pipelines.clone(),
+            memory: self.memory.clone(),
+            limiters: self.limiters.clone(),
+        })
     }
 
     /// After `stop` fired: lets the receivers finish the requests in flight, then drains the
@@ -195,7 +242,9 @@ impl Collector {
         weft_runtime::net::join_until(&mut self.servers, deadline).await;
         // Receivers are gone: dropping the pipelines closes the queues once nobody sends.
         self.pipelines.clear();
-        weft_runtime::net::join_until(&mut self.exporters, deadline).await
+        let drained = weft_runtime::net::join_until(&mut self.exporters, deadline).await;
+        self.keeper.abort();
+        drained
     }
 
     /// [`Self::drain`] within `timeout`.
@@ -206,7 +255,11 @@ impl Collector {
 
 /// The pipelines' self-metrics: weft's own (`weft_pipeline_*`, `weft_exporter_*`) and the same
 /// counts under the OpenTelemetry Collector's names (`otelcol_*`); docs/COLLECTOR.md lists them.
-struct PipelineMetrics(Vec<Arc<Pipeline>>);
+struct PipelineMetrics {
+    pipelines: Vec<Arc<Pipeline>>,
+    memory: Arc<MemoryUse>,
+    limiters: Vec<Arc<MemoryLimiter>>,
+}
 
 /// Reads one counter of a pipeline's stats.
 type StatFn = fn(&PipelineStats) -> u64;
@@ -231,12 +284,11 @@ impl MetricsSource for PipelineMetrics {
             "Requests waiting in an exporter queue.",
             MetricKind::Gauge,
         );
-        for p in &self.0 {
+        for p in &self.pipelines {
             for e in &p.exporters {
-                let depth = e.tx.max_capacity() - e.tx.capacity();
                 queue.sample(
                     &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
-                    depth,
+                    e.room.requests(),
                 );
             }
         }
@@ -274,7 +326,7 @@ impl MetricsSource for PipelineMetrics {
         ];
         for (name, help, get) in rows {
             let mut family = out.family(name, help, MetricKind::Counter);
-            for p in &self.0 {
+            for p in &self.pipelines {
                 family.sample(&[("pipeline", p.signal.as_str())], get(&p.stats));
             }
         }
@@ -284,7 +336,7 @@ impl MetricsSource for PipelineMetrics {
              failure (reason fail_closed), or on purpose (reason plugin, e.g. a sampler).",
             MetricKind::Counter,
         );
-        for p in &self.0 {
+        for p in &self.pipelines {
             for s in &p.stats.processors {
                 for (reason, n) in [
                     ("fail_closed", s.dropped_fail_closed.load(Relaxed)),
@@ -306,7 +358,7 @@ impl MetricsSource for PipelineMetrics {
             "Items put in an exporter's queue.",
             MetricKind::Counter,
         );
-        for p in &self.0 {
+        for p in &self.pipelines {
             for e in &p.stats.exporters {
                 enqueued.sample(
                     &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
@@ -320,7 +372,7 @@ impl MetricsSource for PipelineMetrics {
              batch, or being sent or retried).",
             MetricKind::Gauge,
         );
-        for p in &self.0 {
+        for p in &self.pipelines {
             for e in &p.stats.exporters {
                 in_flight.sample(
                     &[("pipeline", p.signal.as_str()), ("exporter", &e.id)],
@@ -329,6 +381,77 @@ impl MetricsSource for PipelineMetrics {
             }
         }
         self.render_otelcol(out);
+        self.render_memory(out);
+    }
+}
+
+impl PipelineMetrics {
+    /// The held bytes, the RSS, and each memory limiter's view.
+    fn render_memory(&self, out: &mut Exposition) {
+        let process: [(&str, &str, MetricKind, u64); 3] = [
+            (
+                "weft_memory_held_bytes",
+                "Bytes of accepted data weft holds: in exporter queues, batches and export attempts.",
+                MetricKind::Gauge,
+                self.memory.held(),
+            ),
+            (
+                "otelcol_process_memory_rss",
+                "Resident set size of the process in bytes, as last measured.",
+                MetricKind::Gauge,
+                self.memory.rss(),
+            ),
+            (
+                "weft_memory_trims_total",
+                "Times freed memory was given back to the system (malloc_trim).",
+                MetricKind::Counter,
+                self.memory.trims(),
+            ),
+        ];
+        for (name, help, kind, value) in process {
+            out.family(name, help, kind).sample(&[], value);
+        }
+        if self.limiters.is_empty() {
+            return;
+        }
+        type LimiterFn = fn(&MemoryLimiter) -> u64;
+        let gauges: [(&str, &str, LimiterFn); 3] = [
+            (
+                "weft_memory_limiter_usage_bytes",
+                "The memory use a limiter counts: the RSS at its last check, plus the growth of the held bytes since.",
+                MemoryLimiter::usage,
+            ),
+            (
+                "weft_memory_limiter_soft_limit_bytes",
+                "Above this use a limiter refuses data (limit - spike_limit).",
+                |l| l.soft_limit,
+            ),
+            (
+                "weft_memory_limiter_limit_bytes",
+                "A limiter's hard limit; above it memory is given back to the system at each check.",
+                |l| l.limit,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut f = out.family(name, help, MetricKind::Gauge);
+            for l in &self.limiters {
+                f.sample(&[("processor", &l.id)], get(l));
+            }
+        }
+        for signal in [Signal::Traces, Signal::Logs] {
+            let name = format!("otelcol_processor_refused_{}_total", items_noun(signal));
+            let mut f = out.family(
+                &name,
+                "Items a memory limiter refused (the client was told to retry).",
+                MetricKind::Counter,
+            );
+            for l in &self.limiters {
+                f.sample(
+                    &[("processor", &l.id)],
+                    l.refused(pipeline::signal_index(signal)),
+                );
+            }
+        }
     }
 }
 
@@ -340,7 +463,7 @@ impl PipelineMetrics {
         use std::sync::atomic::Ordering::Relaxed;
         for signal in [Signal::Traces, Signal::Logs] {
             let pipelines: Vec<&Pipeline> = self
-                .0
+                .pipelines
                 .iter()
                 .filter(|p| p.signal == signal)
                 .map(|p| &**p)
@@ -428,7 +551,7 @@ impl PipelineMetrics {
         ];
         for (name, help, get) in processor {
             let mut f = out.family(name, help, MetricKind::Counter);
-            for p in &self.0 {
+            for p in &self.pipelines {
                 for s in &p.stats.processors {
                     f.sample(
                         &[
@@ -441,22 +564,22 @@ impl PipelineMetrics {
                 }
             }
         }
-        type Gauge = fn(&pipeline::ExporterQueue) -> usize;
+        type Gauge = fn(&pipeline::ExporterQueue) -> u64;
         let gauges: [(&str, &str, Gauge); 2] = [
             (
                 "otelcol_exporter_queue_size",
-                "Requests in an exporter's queue.",
-                |e| e.tx.max_capacity() - e.tx.capacity(),
+                "What an exporter's queue holds, in its sizer's unit (requests, items or bytes).",
+                |e| e.room.used(),
             ),
             (
                 "otelcol_exporter_queue_capacity",
-                "Requests an exporter's queue holds at most.",
-                |e| e.tx.max_capacity(),
+                "What an exporter's queue holds at most, in its sizer's unit.",
+                |e| e.room.capacity,
             ),
         ];
         for (name, help, get) in gauges {
             let mut f = out.family(name, help, MetricKind::Gauge);
-            for p in &self.0 {
+            for p in &self.pipelines {
                 for e in &p.exporters {
                     f.sample(
                         &[

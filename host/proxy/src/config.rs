@@ -195,6 +195,16 @@ fn proxy_config(
             Some(serde_norway::Value::String(n)) => Some(n),
             Some(_) => return Err(err(format!("{fkey}.name"), "must be a string")),
         };
+        // `output_limits` bounds OTLP a processor returns; a filter returns headers and bodies,
+        // which the proxy's `max_body_mib` bounds.
+        if v.as_mapping()
+            .is_some_and(|m| m.contains_key("output_limits"))
+        {
+            return Err(err(
+                format!("{fkey}.output_limits"),
+                "applies to OTLP processors only: what a filter returns is bounded by the proxy's max_body_mib",
+            ));
+        }
         let raw: RawWasm = from_value(&fkey, v)?;
         let wasm = wasm_config(&fkey, raw, base)?;
         let name = match name {

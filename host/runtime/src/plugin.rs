@@ -764,9 +764,14 @@ impl Plugin {
         for (batch, (resource, schema_url, original)) in inputs.into_iter().zip(req.into_groups()) {
             let n = R::batch_items(&batch);
             report.items_in += n;
+            let limits = &self.inner.core.settings.output_limits;
             let converted = R::call(self, &batch).and_then(|b| {
-                R::batch_to_pb(b, resource.as_ref(), R::scope_present(&original))
-                    .map_err(|e| self.malformed(e.to_string()))
+                let group = R::batch_to_pb(b, resource.as_ref(), R::scope_present(&original))
+                    .map_err(|e| self.malformed(e.to_string()))?;
+                // Held to the same limits as a batch plugin's output (depth was checked above).
+                crate::signal::check_group(R::SIGNAL, &group, limits)
+                    .map_err(|e| self.malformed(e.to_string()))?;
+                Ok(group)
             });
             let group = match converted {
                 Ok(group) => group,

@@ -164,23 +164,29 @@ impl OtlpData {
         }
     }
 
-    /// Appends `other` (same signal) to this request: protobuf concatenation, which for a
-    /// message of one repeated field is the merged request. Returns `other` back if the signals
-    /// differ.
-    pub fn merge(&mut self, other: OtlpData) -> Result<(), OtlpData> {
-        if other.signal != self.signal {
-            return Err(other);
+    /// Joins requests of one signal into one: protobuf concatenation, which for a message of one
+    /// repeated field is the merged request. Each part's bytes are copied once (one part is
+    /// returned as it is). `None` if there are no parts or their signals differ.
+    pub fn concat(parts: Vec<OtlpData>) -> Option<OtlpData> {
+        let signal = parts.first()?.signal;
+        if parts.iter().any(|p| p.signal != signal) {
+            return None;
         }
-        if self.bytes.is_empty() {
-            *self = other;
-            return Ok(());
+        if parts.len() == 1 {
+            return parts.into_iter().next();
         }
-        let mut joined = bytes::BytesMut::with_capacity(self.bytes.len() + other.bytes.len());
-        joined.extend_from_slice(&self.bytes);
-        joined.extend_from_slice(&other.bytes);
-        self.bytes = joined.freeze();
-        self.items += other.items;
-        Ok(())
+        let len = parts.iter().map(|p| p.bytes.len()).sum();
+        let mut joined = bytes::BytesMut::with_capacity(len);
+        let mut items = 0;
+        for p in &parts {
+            joined.extend_from_slice(&p.bytes);
+            items += p.items;
+        }
+        Some(OtlpData {
+            signal,
+            bytes: joined.freeze(),
+            items,
+        })
     }
 }
 
@@ -188,13 +194,43 @@ impl OtlpData {
 /// scope group (`ScopeSpans`, `ScopeLogs`) with its items.
 pub type Group<G> = (Option<PbResource>, String, G);
 
+/// Checks one scope group against `limits` (a typed plugin's output limits): the group is
+/// encoded as a request of its own (one `ResourceSpans` / `ResourceLogs`: resource 1, scope
+/// group 2, schema URL 3, the same field numbers in both signals) and validated like a batch
+/// plugin's output.
+pub fn check_group<G: prost::Message>(
+    signal: Signal,
+    (resource, schema_url, scoped): &Group<G>,
+    limits: &weft_otlp_wire::Limits,
+) -> Result<(), WireError> {
+    use prost::encoding::{WireType, encode_key, encode_varint, message, string};
+    let len = resource.as_ref().map_or(0, |r| message::encoded_len(1, r))
+        + message::encoded_len(2, scoped)
+        + if schema_url.is_empty() {
+            0
+        } else {
+            string::encoded_len(3, schema_url)
+        };
+    let mut buf = Vec::with_capacity(len + 11);
+    encode_key(1, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    if let Some(r) = resource {
+        message::encode(1, r, &mut buf);
+    }
+    message::encode(2, scoped, &mut buf);
+    if !schema_url.is_empty() {
+        string::encode(3, schema_url, &mut buf);
+    }
+    weft_otlp_wire::validate_with(signal.kind(), &buf, limits).map(|_| ())
+}
+
 /// What the plugin runtime needs of one signal's OTLP request. Implemented for
 /// `ExportTraceServiceRequest` and `ExportLogsServiceRequest`.
 pub trait SignalRequest: Sized {
     /// The signal.
     const SIGNAL: Signal;
     /// One scope group of the request (`ScopeSpans`, `ScopeLogs`).
-    type Scoped;
+    type Scoped: prost::Message;
     /// The WIT batch one scope group crosses to a plugin as.
     type Batch;
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use weft_collector::config::{CollectorConfig, ProcessorConfig, RawSections};
+use weft_collector::config::{CollectorConfig, RawSections};
 use weft_proxy::config::{ProxyConfig, filter_key, parse_proxies};
 use weft_runtime::config::{ComponentSource, ConfigError, WasmConfig, err};
 
@@ -131,8 +131,10 @@ impl Config {
             )),
             _ => Ok(()),
         };
-        for (id, ProcessorConfig::Wasm(w)) in &self.collector.processors {
-            check(format!("processors.{id}"), w)?;
+        for (id, p) in &self.collector.processors {
+            if let Some(w) = p.wasm() {
+                check(format!("processors.{id}"), w)?;
+            }
         }
         for (id, p) in &self.proxies {
             for (i, f) in p.filters.iter().enumerate() {
@@ -159,8 +161,10 @@ impl Config {
     /// processors by id, filters as `proxies.<id>.filters.<name>`.
     pub fn wasm_units(&self) -> BTreeMap<String, (WasmUnit, &WasmConfig)> {
         let mut units = BTreeMap::new();
-        for (id, ProcessorConfig::Wasm(w)) in &self.collector.processors {
-            units.insert(id.clone(), (WasmUnit::Processor, w));
+        for (id, p) in &self.collector.processors {
+            if let Some(w) = p.wasm() {
+                units.insert(id.clone(), (WasmUnit::Processor, w));
+            }
         }
         for (proxy, p) in &self.proxies {
             for (i, f) in p.filters.iter().enumerate() {
@@ -295,11 +299,104 @@ mod tests {
                 "service.telemetry.metrics.address",
             ),
             (base.replace("  debug:\n", "  kafka:\n"), "exporters.kafka"),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {spike_limit_mib: 10}\n",
+                ),
+                "processors.memory_limiter.limit_mib",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_mib: 100, spike_limit_mib: 100}\n",
+                ),
+                "processors.memory_limiter.spike_limit_mib",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_mib: 100, limit_percentage: 50}\n",
+                ),
+                "processors.memory_limiter",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_percentage: 101}\n",
+                ),
+                "processors.memory_limiter.limit_percentage",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_mib: 100, check_interval: 0s}\n",
+                ),
+                "processors.memory_limiter.check_interval",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_mib: 100, limit: 5}\n",
+                ),
+                "processors.memory_limiter",
+            ),
+            (
+                base.replace(
+                    "processors:\n",
+                    "processors:\n  memory_limiter: {limit_mib: 100}\n",
+                )
+                .replace(
+                    "[wasm/pii-mask, wasm/sampler]",
+                    "[wasm/pii-mask, memory_limiter]",
+                ),
+                "service.pipelines.traces.processors",
+            ),
         ];
         for (yaml, key) in cases {
             let e = parse(&yaml).expect_err(key);
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn a_memory_limiter_first_in_a_pipeline_is_taken_as_the_collector_spells_it() {
+        use weft_collector::config::{MemoryAmount, ProcessorConfig};
+        let yaml = DEFAULT_CONFIG
+            .replace(
+                "processors:\n",
+                "processors:\n  memory_limiter:\n    check_interval: 2s\n    limit_mib: 400\n  memory_limiter/pct: {limit_percentage: 75}\n",
+            )
+            .replace("[wasm/pii-mask, wasm/sampler]", "[memory_limiter, wasm/pii-mask, wasm/sampler]")
+            .replace("processors: [wasm/pii-mask]", "processors: [memory_limiter/pct, wasm/pii-mask]");
+        let c = parse(&yaml).expect("valid");
+        let Some(ProcessorConfig::MemoryLimiter(m)) = c.collector.processors.get("memory_limiter")
+        else {
+            panic!("a memory limiter");
+        };
+        assert_eq!(m.check_interval, Duration::from_secs(2));
+        assert_eq!(m.limit, MemoryAmount::Bytes(400 << 20));
+        assert_eq!(
+            m.spike_limit,
+            MemoryAmount::Bytes(80 << 20),
+            "20 % by default"
+        );
+        let Some(ProcessorConfig::MemoryLimiter(p)) =
+            c.collector.processors.get("memory_limiter/pct")
+        else {
+            panic!("a memory limiter");
+        };
+        assert_eq!(
+            (p.limit, p.spike_limit),
+            (MemoryAmount::Percent(75), MemoryAmount::Percent(15))
+        );
+        assert_eq!(
+            p.check_interval,
+            Duration::from_secs(1),
+            "1 s when left out"
+        );
+        // Not a plugin: nothing to load or hot-reload.
+        assert!(!c.wasm_units().keys().any(|k| k.contains("memory_limiter")));
     }
 
     const PROXY_ONLY: &str = r#"
@@ -404,6 +501,10 @@ proxies:
             (
                 PROXY_ONLY.replace("builtin:sampler", "builtin:nope"),
                 "proxies.edge.filters[1].component",
+            ),
+            (
+                PROXY_ONLY.replace("memory_limit_mib: 16", "output_limits: {max_entries: 9}"),
+                "proxies.edge.filters[0].output_limits",
             ),
             (
                 PROXY_ONLY.replace("name: second", "name: ab_router"),

@@ -90,7 +90,12 @@ pub fn load_processors(
     host: &PluginHost,
 ) -> Result<BTreeMap<String, Plugin>, StartError> {
     let mut plugins = BTreeMap::new();
-    for (id, weft_collector::config::ProcessorConfig::Wasm(w)) in &config.collector.processors {
+    for (id, w) in config
+        .collector
+        .processors
+        .iter()
+        .filter_map(|(id, p)| Some((id, p.wasm()?)))
+    {
         let plugin = load_processor(host, id, w).map_err(|source| StartError::Plugin {
             id: id.clone(),
             source,

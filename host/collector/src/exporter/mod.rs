@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{DeliveryConfig, ExporterConfig};
-use crate::pipeline::{ExporterStats, Payload, PipelineStats};
+use crate::memory::{Hold, MemoryUse};
+use crate::pipeline::{ExporterStats, Payload, PipelineStats, QueueReceiver, Queued};
 
 pub use memory::InMemoryExporter;
 
@@ -144,13 +144,15 @@ pub fn build(id: &str, config: &ExporterConfig) -> Result<Arc<dyn Exporter>, Bui
 /// batch policy, merges queued requests of the same signal up to `send_batch_size` items or
 /// `timeout`; exports; on a retryable error and with a retry policy, exports the same batch
 /// again after a delay doubled from `initial_interval` up to `max_interval` (or the peer's
-/// Retry-After), for at most `max_elapsed`. Counts into the pipeline's `stats`.
+/// Retry-After), for at most `max_elapsed`. Counts into the pipeline's `stats`; a merged batch
+/// and a body prepared apart from it are charged to `memory` until the batch is done.
 pub async fn run(
     id: String,
     exporter: Arc<dyn Exporter>,
     delivery: DeliveryConfig,
-    mut rx: mpsc::Receiver<Payload>,
+    mut rx: QueueReceiver,
     stats: Arc<PipelineStats>,
+    memory: Arc<MemoryUse>,
 ) {
     // This exporter's own counters, next to the pipeline's (absent in stats made without ids).
     let own = stats.exporter(&id);
@@ -159,30 +161,34 @@ pub async fn run(
             get(s).fetch_add(n, Ordering::Relaxed);
         }
     };
-    let mut carry: Option<Payload> = None;
+    let mut carry: Option<Queued> = None;
     loop {
-        let mut batch = match carry.take() {
-            Some(p) => p,
+        let first = match carry.take() {
+            Some(q) => q,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(q) => q,
                 None => return,
             },
         };
+        let mut items = first.payload.items();
+        let mut parts = vec![first];
         if let Some(policy) = &delivery.batch {
             let flush_at = Instant::now() + policy.timeout;
-            while batch.items() < policy.send_batch_size {
+            while items < policy.send_batch_size {
                 match tokio::time::timeout_at(flush_at, rx.recv()).await {
-                    Ok(Some(p)) => {
-                        if let Some(other) = merge(&mut batch, p) {
-                            carry = Some(other);
-                            break;
-                        }
+                    Ok(Some(q)) if q.payload.signal() != parts[0].payload.signal() => {
+                        carry = Some(q);
+                        break;
+                    }
+                    Ok(Some(q)) => {
+                        items += q.payload.items();
+                        parts.push(q);
                     }
                     Ok(None) | Err(_) => break,
                 }
             }
         }
-        let items = batch.items();
+        let (batch, mut holds) = join(parts, &memory);
         let batch = match exporter.prepare(batch) {
             Ok(b) => b,
             Err(error) => {
@@ -192,6 +198,9 @@ pub async fn run(
                 continue;
             }
         };
+        if batch.body().as_ptr() != batch.payload().bytes().as_ptr() {
+            holds.push(Arc::new(memory.hold(batch.body().len() as u64)));
+        }
         let started = Instant::now();
         let mut delay = delivery.retry.as_ref().map(|r| r.initial_interval);
         loop {
@@ -237,19 +246,33 @@ pub async fn run(
 }
 
 /// Drains the queue of exporter `id`, which could not be built, counting every item as failed.
-pub async fn fail_all(id: String, mut rx: mpsc::Receiver<Payload>, stats: Arc<PipelineStats>) {
-    while let Some(p) = rx.recv().await {
-        stats.failed.fetch_add(p.items(), Ordering::Relaxed);
+pub async fn fail_all(id: String, mut rx: QueueReceiver, stats: Arc<PipelineStats>) {
+    while let Some(q) = rx.recv().await {
+        let items = q.payload.items();
+        stats.failed.fetch_add(items, Ordering::Relaxed);
         if let Some(s) = stats.exporter(&id) {
-            s.send_failed.fetch_add(p.items(), Ordering::Relaxed);
+            s.send_failed.fetch_add(items, Ordering::Relaxed);
         }
     }
 }
 
-/// Merges `b` into `a` (same signal; protobuf concatenation); returns `b` back if the signals
-/// differ.
-fn merge(a: &mut Payload, b: Payload) -> Option<Payload> {
-    a.merge(b).err()
+/// One batch of queued requests (one signal, in queue order) and the holds on its bytes: a
+/// single request as it is; several concatenated into a new buffer, charged on its own, while
+/// the parts' holds go with the parts (other exporters may still hold them).
+fn join(mut parts: Vec<Queued>, memory: &Arc<MemoryUse>) -> (Payload, Vec<Arc<Hold>>) {
+    if parts.len() == 1 {
+        let q = parts.remove(0);
+        return (q.payload, vec![q.hold]);
+    }
+    let payloads = parts.into_iter().map(|q| q.payload).collect();
+    match Payload::concat(payloads) {
+        Some(batch) => {
+            let hold = Arc::new(memory.hold(batch.bytes().len() as u64));
+            (batch, vec![hold])
+        }
+        // The loop above only joins requests of one signal.
+        None => unreachable!("a batch of requests of one signal"),
+    }
 }
 
 #[cfg(test)]
@@ -317,12 +340,30 @@ mod tests {
     ) -> (u64, u64, u64) {
         let id = "test".to_string();
         let stats = Arc::new(PipelineStats::new([], [&id]));
-        let (tx, rx) = mpsc::channel(delivery.queue.queue_size);
+        let (queue, rx) = crate::pipeline::queue(&id, &delivery.queue);
+        let memory = MemoryUse::new();
+        let pipeline = crate::pipeline::Pipeline {
+            signal: weft_runtime::Signal::Traces,
+            limiter: None,
+            processors: Vec::new(),
+            exporters: vec![queue],
+            stats: stats.clone(),
+            memory: memory.clone(),
+        };
         for r in requests {
-            tx.try_send(r).expect("room");
+            pipeline.consume(r).expect("room");
         }
-        drop(tx);
-        run(id.clone(), exporter, delivery, rx, stats.clone()).await;
+        drop(pipeline);
+        run(
+            id.clone(),
+            exporter,
+            delivery,
+            rx,
+            stats.clone(),
+            memory.clone(),
+        )
+        .await;
+        assert_eq!(memory.held(), 0, "every batch's bytes given back");
         // The exporter's own counters say the same as the pipeline's (one exporter).
         let own = stats.exporter(&id).expect("registered");
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);

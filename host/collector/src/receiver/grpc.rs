@@ -75,7 +75,9 @@ fn status(e: ConsumeError) -> Status {
         ConsumeError::Invalid(_) => Status::invalid_argument(e.to_string()),
         // RESOURCE_EXHAUSTED is retryable in OTLP only with RetryInfo; UNAVAILABLE always is.
         ConsumeError::QueueFull(_) => Status::unavailable(e.to_string()),
-        ConsumeError::ShuttingDown => Status::unavailable(e.to_string()),
+        ConsumeError::ShuttingDown | ConsumeError::MemoryLimited { .. } => {
+            Status::unavailable(e.to_string())
+        }
     }
 }
 
@@ -310,16 +312,14 @@ fn export(pipeline: &Pipeline, signal: Signal, message: Bytes) -> Result<Vec<u8>
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use tokio::sync::mpsc;
-
     use super::*;
     use crate::config::OtlpExporterConfig;
     use crate::exporter::otlp::OtlpGrpcExporter;
     use crate::exporter::{Exporter, Prepared};
-    use crate::pipeline::{ExporterQueue, PipelineStats};
+    use crate::pipeline::{PipelineStats, QueueReceiver};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn request(n: usize) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
@@ -342,13 +342,15 @@ mod tests {
     }
 
     /// A receiver with a traces pipeline (no processors) queueing into the returned channel.
-    async fn receiver() -> (std::net::SocketAddr, mpsc::Receiver<OtlpData>) {
-        let (tx, rx) = mpsc::channel(8);
+    async fn receiver() -> (std::net::SocketAddr, QueueReceiver) {
+        let (queue, rx) = crate::pipeline::queue("q", &crate::config::QueueConfig::default());
         let pipeline = Arc::new(Pipeline {
             signal: Signal::Traces,
+            limiter: None,
             processors: Vec::new(),
-            exporters: vec![ExporterQueue { id: "q".into(), tx }],
+            exporters: vec![queue],
             stats: Arc::new(PipelineStats::default()),
+            memory: crate::memory::MemoryUse::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -395,7 +397,7 @@ mod tests {
             .await
             .expect("exported");
         assert_eq!(rejected, 0);
-        let got = rx.recv().await.expect("queued");
+        let got = rx.recv().await.expect("queued").payload;
         assert_eq!(got.items(), 3);
         assert_eq!(
             got.bytes(),

@@ -261,10 +261,14 @@ impl OtlpHttp {
                 error(StatusCode::BAD_REQUEST, 3, e.to_string(), enc)
             }
             Err(e) => {
+                let retry_after = match &e {
+                    ConsumeError::MemoryLimited { retry_after, .. } => retry_after.as_secs().max(1),
+                    _ => 1,
+                };
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, 14, e.to_string(), enc);
                 r.headers_mut().insert(
                     hyper::header::RETRY_AFTER,
-                    hyper::header::HeaderValue::from_static("1"),
+                    hyper::header::HeaderValue::from(retry_after),
                 );
                 r
             }

@@ -31,3 +31,138 @@ pub fn guest(name: &str) -> PathBuf {
     });
     dir.join(format!("guest_{}.wasm", name.replace('-', "_")))
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the child binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `weft run` child over a configuration file: SIGTERM and a bounded wait in
+/// [`WeftRun::stop`], a kill if the test failed first.
+pub struct WeftRun {
+    child: std::process::Child,
+    stderr: PathBuf,
+    metrics: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl WeftRun {
+    /// Starts `weft run` over `config` and waits (at most 30 s) until it listens on every port
+    /// of `ports` and on `metrics_port` (which the configuration must serve its metrics on).
+    pub fn start(config: &str, ports: &[u16], metrics_port: u16) -> WeftRun {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weft.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let stderr = dir.path().join("stderr.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", path.to_str().expect("utf-8")])
+            .env("WEFT_CACHE_DIR", dir.path().join("cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn weft run");
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+        let w = WeftRun {
+            child,
+            stderr,
+            metrics,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        let all = ports.iter().chain([&metrics_port]);
+        for port in all {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "weft run did not listen on {port}: {}",
+                    w.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        w
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Its /metrics text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics).expect("connect to /metrics");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )
+        .expect("write");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text
+    }
+
+    /// The value of sample `series` (name and labels, as printed) in `metrics`.
+    pub fn sample(metrics: &str, series: &str) -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    }
+
+    /// The child's resident set size now, in bytes (VmRSS).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmRSS")
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for a clean exit.
+    pub fn stop(mut self) {
+        use std::time::{Duration, Instant};
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "weft run exited with {status}: {}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "weft run did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WeftRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
