@@ -222,7 +222,8 @@ fn validate(path: &Path) -> anyhow::Result<()> {
     let config = read_config(Some(path))?;
     let engine = WeftEngine::new(EngineSettings::default())?;
     let host = PluginHost::new(engine, MetricsRegistry::default())?;
-    let plugins = weft::load_processors(&config, &host)?;
+    // Every plugin is loaded (and its `init` run), so a bad component or config fails here.
+    weft::load_processors(&config, &host)?;
     let proxies = weft::load_filters(&config, &host)?;
     let proxies = match proxies.len() {
         0 => String::new(),
@@ -232,7 +233,7 @@ fn validate(path: &Path) -> anyhow::Result<()> {
         "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines{proxies})",
         path.display(),
         config.collector.receivers.len(),
-        plugins.len(),
+        config.collector.processors.len(),
         config.collector.exporters.len(),
         config.collector.pipelines.len()
     );

@@ -383,7 +383,7 @@ fn the_example_configuration_validates_and_errors_name_the_key() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
-        "examples/collector/weft.yaml: valid (1 receivers, 2 processors, 2 exporters, 2 pipelines)"
+        "examples/collector/weft.yaml: valid (1 receivers, 3 processors, 2 exporters, 2 pipelines)"
     );
 
     let dir = tempfile::tempdir().expect("tempdir");

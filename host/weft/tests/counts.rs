@@ -10,8 +10,7 @@
 //!   pipeline with no processors, and nothing of them is exported.
 
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _};
@@ -20,21 +19,13 @@ use opentelemetry_otlp::{Compression, WithExportConfig, WithTonicConfig};
 
 mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use common::{WeftRun, free_port};
 
-/// A `weft run` process with its stderr in a file; killed (and waited for) when dropped.
+/// A `weft run` process ([`common::WeftRun`]) and its receivers' ports.
 struct Weft {
-    child: Child,
+    run: WeftRun,
     grpc: u16,
     http: u16,
-    metrics: u16,
-    stderr: PathBuf,
 }
 
 impl Weft {
@@ -48,49 +39,21 @@ impl Weft {
             .replace("{metrics}", &metrics.to_string())
             .replace("{out}", &dir.join("out.jsonl").display().to_string())
             .replace("{fault}", &common::guest("fault").display().to_string());
-        let path = dir.join("weft.yaml");
-        std::fs::write(&path, config).expect("write config");
-        let stderr = dir.join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["run", path.to_str().expect("utf-8")])
-            .env("WEFT_CACHE_DIR", dir.join("cache"))
-            .env("WEFT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn weft run");
-        let weft = Weft {
-            child,
+        Weft {
+            run: WeftRun::start(&config, &[grpc, http], metrics),
             grpc,
             http,
-            metrics,
-            stderr,
-        };
-        let start = Instant::now();
-        while [grpc, http, metrics]
-            .iter()
-            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "weft run did not start listening: {}",
-                weft.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        weft
     }
 
     /// What it wrote to stderr so far.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.run.log()
     }
 
     /// `/metrics`.
     fn metrics(&self) -> Metrics {
-        let (status, body) = http(self.metrics, "GET", "/metrics", "", &[]);
-        assert_eq!(status, 200, "{body:?}");
-        Metrics(String::from_utf8_lossy(&body).into_owned())
+        Metrics(self.run.metrics())
     }
 
     /// Waits (bounded) until every exporter has sent or failed all it was given.
@@ -112,13 +75,6 @@ impl Weft {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Weft {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,11 +8,15 @@
 //! Every test starts its own `weft run` (stopped with SIGTERM, killed if a test fails) and
 //! bounds every wait.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{WeftRun, free_port};
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -23,22 +27,11 @@ use prost::Message as _;
 
 const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A `weft run` child; SIGTERM (and a wait) in [`Weft::stop`], a kill if the test failed first.
+/// A `weft run` child ([`common::WeftRun`]) with OTLP receivers and metrics on free ports.
 struct Weft {
-    child: Child,
+    run: WeftRun,
     grpc: SocketAddr,
     http: SocketAddr,
-    metrics: SocketAddr,
-    stderr: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Weft {
@@ -63,7 +56,6 @@ impl Weft {
         exporter: &str,
     ) -> Weft {
         let exporter_id = exporter.split(':').next().expect("an id");
-        let dir = tempfile::tempdir().expect("tempdir");
         let (g, h, m) = (free_port(), free_port(), free_port());
         let config = format!(
             r#"
@@ -82,94 +74,29 @@ service:
 {extra}
 "#
         );
-        let path = dir.path().join("weft.yaml");
-        std::fs::write(&path, config).expect("write config");
-        let stderr = dir.path().join("stderr.log");
-        let weft = env!("CARGO_BIN_EXE_weft");
-        let mut cmd = match nofile {
-            // prlimit execs the command: the child's pid is weft's.
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(weft);
-                c
-            }
-            None => Command::new(weft),
-        };
-        let child = cmd
-            .args(["run", path.to_str().expect("utf-8")])
-            .env("WEFT_CACHE_DIR", dir.path().join("cache"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn weft run");
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let w = Weft {
-            child,
+        Weft {
+            run: WeftRun::start_limited(&config, &[g, h], m, nofile),
             grpc: addr(g),
             http: addr(h),
-            metrics: addr(m),
-            stderr,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while [w.grpc, w.http, w.metrics]
-            .iter()
-            .any(|a| TcpStream::connect(a).is_err())
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "weft run did not start listening: {}",
-                w.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        w
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.run.pid()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.run.log()
     }
 
     /// The value of metric sample `series` (name and labels, as printed) on /metrics.
     fn metric(&self, series: &str) -> u64 {
-        let (status, text) = get(self.metrics, "/metrics");
-        assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        WeftRun::sample(&self.run.metrics(), series)
     }
 
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "weft run exited with {status}: {}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "weft run did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Weft {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.run.stop();
     }
 }
 
@@ -211,21 +138,6 @@ fn http(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> (u16, 
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, resp)
 }
 
 /// Waits until the peer closes `s` (a read returns 0 or fails with a reset); the time it took.
@@ -847,47 +759,14 @@ fn the_configuration_refuses_unknown_listener_keys_and_bad_values() {
     );
 }
 
-/// An OTLP/HTTP backend on 127.0.0.1: answers every POST with 200 and an empty protobuf
-/// response, and hands each request body to the returned channel. Serves until the test ends.
+/// An OTLP/HTTP backend on 127.0.0.1 ([`common::otlp_http_sink`]) handing each request body to
+/// the returned channel.
 fn otlp_http_sink() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                let mut reader = std::io::BufReader::new(conn);
-                loop {
-                    let mut length = None;
-                    loop {
-                        let mut line = String::new();
-                        match std::io::BufRead::read_line(&mut reader, &mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse::<usize>().ok();
-                        }
-                    }
-                    let mut body = vec![0; length.unwrap_or(0)];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let _ = tx.send(body);
-                    let _ = reader.get_mut().write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                    );
-                }
-            });
-        }
+    common::otlp_http_sink(listener, move |body| {
+        let _ = tx.send(body);
     });
     (addr, rx)
 }

@@ -174,54 +174,41 @@ async fn send_until(
     peak.max(weft.rss())
 }
 
-/// An OTLP/HTTP backend on `listener`: answers every POST 200 and counts the spans it got.
-fn sink(listener: TcpListener, spans: Arc<AtomicU64>) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let spans = spans.clone();
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-                let mut reader = std::io::BufReader::new(conn);
-                loop {
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        match std::io::BufRead::read_line(&mut reader, &mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse::<usize>().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let n: usize = ExportTraceServiceRequest::decode(&body[..])
-                        .map(|r| {
-                            r.resource_spans
-                                .iter()
-                                .flat_map(|rs| &rs.scope_spans)
-                                .map(|ss| ss.spans.len())
-                                .sum()
-                        })
-                        .unwrap_or(0);
-                    spans.fetch_add(n as u64, Ordering::Relaxed);
-                    let _ = reader.get_mut().write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                    );
-                }
-            });
-        }
+/// Brings the backend up on `port` ([`common::otlp_http_sink`], counting the spans it gets) and
+/// waits (at most `within`) until the exporter has nothing in flight: the metrics then, and the
+/// spans the backend got.
+fn backend_up_and_drained(weft: &WeftRun, port: u16, within: Duration) -> (String, u64) {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the backend's port");
+    let count = delivered.clone();
+    common::otlp_http_sink(listener, move |body| {
+        let spans: usize = ExportTraceServiceRequest::decode(&body[..])
+            .map(|r| {
+                r.resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        count.fetch_add(spans as u64, Ordering::Relaxed);
     });
+    let start = Instant::now();
+    loop {
+        let m = weft.metrics();
+        if WeftRun::sample(&m, IN_FLIGHT) == 0 {
+            return (m, delivered.load(Ordering::Relaxed));
+        }
+        assert!(
+            start.elapsed() < within,
+            "the exporter did not drain within {within:?}:\n{m}\n{}",
+            weft.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
+
+const IN_FLIGHT: &str = "weft_exporter_in_flight_items{pipeline=\"traces\",exporter=\"otlphttp\"}";
 
 /// A configuration exporting over OTLP/HTTP to `backend`, with `processors` and `sending_queue`
 /// (YAML flow mappings) and the pipeline's processors (a list's items).
@@ -253,28 +240,6 @@ service:
     metrics: {{ address: "127.0.0.1:{metrics}" }}
 "#
     )
-}
-
-/// Waits (at most `within`) until `done` holds for the metrics text; the last text.
-fn wait_metrics(
-    weft: &WeftRun,
-    within: Duration,
-    what: &str,
-    done: impl Fn(&str) -> bool,
-) -> String {
-    let start = Instant::now();
-    loop {
-        let m = weft.metrics();
-        if done(&m) {
-            return m;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{what} not within {within:?}:\n{m}\n{}",
-            weft.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,10 +329,7 @@ async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_ba
         0,
         "the backend is down"
     );
-    assert_eq!(
-        get("weft_exporter_in_flight_items{pipeline=\"traces\",exporter=\"otlphttp\"}"),
-        answers.accepted() * spans
-    );
+    assert_eq!(get(IN_FLIGHT), answers.accepted() * spans);
     let held = get("weft_memory_held_bytes");
     assert!(
         held > 0 && held <= 192 * MIB,
@@ -375,18 +337,8 @@ async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_ba
     );
 
     // The backend comes up: everything accepted is delivered, and memory is given back.
-    let delivered = Arc::new(AtomicU64::new(0));
-    sink(
-        TcpListener::bind(addr(backend)).expect("bind the backend's port"),
-        delivered.clone(),
-    );
     let accepted = answers.accepted() * spans;
-    let drained = wait_metrics(&weft, Duration::from_secs(120), "the drain", |m| {
-        WeftRun::sample(
-            m,
-            "weft_exporter_in_flight_items{pipeline=\"traces\",exporter=\"otlphttp\"}",
-        ) == 0
-    });
+    let (drained, delivered) = backend_up_and_drained(&weft, backend, Duration::from_secs(120));
     let get = |series: &str| WeftRun::sample(&drained, series);
     assert_eq!(
         get("weft_pipeline_exported_items_total{pipeline=\"traces\"}"),
@@ -396,11 +348,7 @@ async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_ba
         get("weft_pipeline_failed_items_total{pipeline=\"traces\"}"),
         0
     );
-    assert_eq!(
-        delivered.load(Ordering::Relaxed),
-        accepted,
-        "the backend got every accepted span"
-    );
+    assert_eq!(delivered, accepted, "the backend got every accepted span");
     assert_eq!(get("weft_memory_held_bytes"), 0);
     let start = Instant::now();
     let given_back = loop {
@@ -492,24 +440,11 @@ async fn a_queue_sized_in_bytes_never_holds_more_than_its_size() {
         QUEUE / MIB
     );
     // The backend comes up: what was accepted is delivered, the queue empties.
-    let delivered = Arc::new(AtomicU64::new(0));
-    sink(
-        TcpListener::bind(addr(backend)).expect("bind the backend's port"),
-        delivered.clone(),
-    );
-    let drained = wait_metrics(&weft, Duration::from_secs(60), "the drain", |m| {
-        WeftRun::sample(
-            m,
-            "weft_exporter_in_flight_items{pipeline=\"traces\",exporter=\"otlphttp\"}",
-        ) == 0
-    });
+    let (drained, delivered) = backend_up_and_drained(&weft, backend, Duration::from_secs(60));
     assert_eq!(
         WeftRun::sample(&drained, &format!("otelcol_exporter_queue_size{labels}")),
         0
     );
-    assert_eq!(
-        delivered.load(Ordering::Relaxed),
-        answers.accepted() * SPANS as u64
-    );
+    assert_eq!(delivered, answers.accepted() * SPANS as u64);
     weft.stop();
 }

@@ -50,15 +50,35 @@ pub struct WeftRun {
 }
 
 impl WeftRun {
-    /// Starts `weft run` over `config` and waits (at most 30 s) until it listens on every port
+    /// Starts `weft run` over `config` and waits (at most 60 s) until it listens on every port
     /// of `ports` and on `metrics_port` (which the configuration must serve its metrics on).
     pub fn start(config: &str, ports: &[u16], metrics_port: u16) -> WeftRun {
+        WeftRun::start_limited(config, ports, metrics_port, None)
+    }
+
+    /// [`WeftRun::start`] under `prlimit --nofile=<n>` when `nofile` is given (prlimit execs
+    /// weft: the child's pid is weft's).
+    pub fn start_limited(
+        config: &str,
+        ports: &[u16],
+        metrics_port: u16,
+        nofile: Option<u32>,
+    ) -> WeftRun {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("weft.yaml");
         std::fs::write(&path, config).expect("write config");
         let stderr = dir.path().join("stderr.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        let weft = env!("CARGO_BIN_EXE_weft");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = std::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(weft);
+                c
+            }
+            None => std::process::Command::new(weft),
+        };
+        let child = cmd
             .args(["run", path.to_str().expect("utf-8")])
             .env("WEFT_CACHE_DIR", dir.path().join("cache"))
             .stdout(std::process::Stdio::null())
@@ -77,7 +97,7 @@ impl WeftRun {
         for port in all {
             while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
                 assert!(
-                    start.elapsed() < Duration::from_secs(30),
+                    start.elapsed() < Duration::from_secs(60),
                     "weft run did not listen on {port}: {}",
                     w.log()
                 );
@@ -165,4 +185,49 @@ impl Drop for WeftRun {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An OTLP/HTTP backend on `listener` (127.0.0.1): answers every POST 200 with an empty
+/// protobuf response and hands each request body to `on_body`. Serves until the test ends.
+pub fn otlp_http_sink(
+    listener: std::net::TcpListener,
+    on_body: impl Fn(Vec<u8>) + Clone + Send + 'static,
+) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let on_body = on_body.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+                let mut reader = std::io::BufReader::new(conn);
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        match std::io::BufRead::read_line(&mut reader, &mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse::<usize>().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    on_body(body);
+                    let _ = reader.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
 }
