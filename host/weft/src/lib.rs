@@ -1,10 +1,12 @@
 //! The `weft` binary's library: the configuration file that composes the collector, the filter
 //! proxies and the telemetry ([`config`]), the service that starts them and hot-reloads their
-//! plugins ([`service`]), and the plugins built into the binary ([`builtin`]).
+//! plugins ([`service`]), the plugins built into the binary ([`builtin`]), and the WIT package
+//! it was built against ([`wit`]).
 
 pub mod builtin;
 pub mod config;
 pub mod service;
+pub mod wit;
 
 pub use config::{Config, DEFAULT_CONFIG};
 pub use service::{Running, StartError, load_filters, load_processors, start};

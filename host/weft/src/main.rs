@@ -81,6 +81,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the WIT package `weft:plugin` this weft was built against into a directory, for
+    /// wit-bindgen, componentize-py or componentize-js (`-d <dir>` / `--wit <dir>`).
+    Wit {
+        /// Where to write the .wit files (created if missing).
+        dir: PathBuf,
+        /// Overwrite files that differ.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +119,16 @@ fn main() -> ExitCode {
             memory_mib,
         ),
         Command::Inspect { component, json } => run_inspect(&component, json),
+        Command::Wit { dir, force } => weft::wit::write(&dir, force)
+            .map(|files| {
+                println!(
+                    "{}: {} ({} files)",
+                    dir.display(),
+                    weft::wit::package(),
+                    files.len()
+                );
+            })
+            .with_context(|| format!("writing the WIT package to {}", dir.display())),
         Command::Run {
             config,
             drain_seconds,

@@ -467,3 +467,37 @@ fn adapt_refuses_other_worlds_with_a_clear_message_and_writes_nothing() {
     );
     assert!(!out.exists(), "nothing written for a refused component");
 }
+
+#[test]
+fn weft_wit_writes_the_package_it_was_built_against_and_keeps_an_authors_edits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("wit");
+    let target = out_dir.to_str().expect("utf-8");
+    let out = weft(&["wit", target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(": weft:plugin@") && stdout(&out).contains("(12 files)"),
+        "{}",
+        stdout(&out)
+    );
+    let repo = workspace().join("wit");
+    for entry in std::fs::read_dir(&repo).expect("wit/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name");
+        assert_eq!(
+            std::fs::read_to_string(out_dir.join(name)).expect("written"),
+            std::fs::read_to_string(&path).expect("repo"),
+            "{name:?} as in the repository"
+        );
+    }
+    // Again: the same files, nothing to refuse.
+    assert!(weft(&["wit", target]).status.success());
+    // An edited file is kept unless --force.
+    std::fs::write(out_dir.join("log.wit"), "// edited\n").expect("edit");
+    assert_fails(&["wit", target], "exists with other content (pass --force to overwrite)");
+    assert!(weft(&["wit", target, "--force"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("log.wit")).expect("restored"),
+        std::fs::read_to_string(repo.join("log.wit")).expect("repo")
+    );
+}
