@@ -21,7 +21,7 @@
 //! the queues drain but the RSS would stay where it was. The [`keeper`] task, which also takes
 //! the measurements, calls `malloc_trim` once the held bytes have fallen by half (and at least
 //! 16 MiB) since their high point, and when the RSS is above a limiter's hard limit (the
-//! Collector forces a garbage collection there).
+//! Collector forces a garbage collection there; weft trims at most once a second).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -222,15 +222,20 @@ pub async fn keeper(memory: Arc<MemoryUse>, limiters: Vec<Arc<MemoryLimiter>>) {
         .unwrap_or(Duration::from_secs(1));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Over a hard limit, trimming again at every check would not help: at most once a second.
+    const TRIM_EVERY: Duration = Duration::from_secs(1);
     let mut high = 0u64;
+    let mut last_trim: Option<tokio::time::Instant> = None;
     loop {
         ticks.tick().await;
         let held = memory.held();
         high = high.max(held);
         let mut rss = resident_bytes();
-        let over_hard = limiters.iter().any(|l| rss > l.limit);
+        let over_hard = limiters.iter().any(|l| rss > l.limit)
+            && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY);
         let fell = high - held >= TRIM_AFTER && held <= high / 2;
         if fell || over_hard {
+            last_trim = Some(tokio::time::Instant::now());
             // Off the async workers: trimming a large heap takes milliseconds.
             let _ = tokio::task::spawn_blocking(trim).await;
             memory.trims.fetch_add(1, Ordering::Relaxed);

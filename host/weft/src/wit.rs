@@ -70,7 +70,10 @@ mod tests {
         let embedded: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
         assert_eq!(on_disk, embedded, "add the new file to FILES");
         for (name, text) in FILES {
-            assert_eq!(std::fs::read_to_string(wit.join(name)).expect("read"), *text);
+            assert_eq!(
+                std::fs::read_to_string(wit.join(name)).expect("read"),
+                *text
+            );
         }
         assert!(package().starts_with("weft:plugin@"), "{}", package());
     }

@@ -494,7 +494,10 @@ fn weft_wit_writes_the_package_it_was_built_against_and_keeps_an_authors_edits()
     assert!(weft(&["wit", target]).status.success());
     // An edited file is kept unless --force.
     std::fs::write(out_dir.join("log.wit"), "// edited\n").expect("edit");
-    assert_fails(&["wit", target], "exists with other content (pass --force to overwrite)");
+    assert_fails(
+        &["wit", target],
+        "exists with other content (pass --force to overwrite)",
+    );
     assert!(weft(&["wit", target, "--force"]).status.success());
     assert_eq!(
         std::fs::read_to_string(out_dir.join("log.wit")).expect("restored"),
