@@ -271,7 +271,8 @@ pub struct MemoryLimiterConfig {
     /// The hard limit, in bytes.
     pub limit: MemoryAmount,
     /// How much the use may grow between two checks; the soft limit is `limit - spike_limit`.
-    pub spike_limit: MemoryAmount,
+    /// `None` (left out, or 0): 20 % of the limit, as the Collector.
+    pub spike_limit: Option<MemoryAmount>,
 }
 
 /// An amount of memory: bytes, or a percentage of what the machine (or the cgroup) has.
@@ -599,6 +600,11 @@ fn memory_limiter(key: &str, r: RawMemoryLimiter) -> Result<MemoryLimiterConfig,
         "1s",
     )?;
     let mib = |v: u64| v.saturating_mul(1 << 20);
+    // 0 is "not set", as in the Collector: the spike is then 20 % of the limit.
+    let (spike_mib, spike_pct) = (
+        r.spike_limit_mib.filter(|v| *v > 0),
+        r.spike_limit_percentage.filter(|v| *v > 0),
+    );
     let (limit, spike) = match (r.limit_mib, r.limit_percentage) {
         (Some(_), Some(_)) => {
             return Err(err(key, "give limit_mib or limit_percentage, not both"));
@@ -610,7 +616,7 @@ fn memory_limiter(key: &str, r: RawMemoryLimiter) -> Result<MemoryLimiterConfig,
             ));
         }
         (Some(l), None) => {
-            if r.spike_limit_percentage.is_some() {
+            if spike_pct.is_some() {
                 return Err(err(
                     format!("{key}.spike_limit_percentage"),
                     "with limit_mib, give spike_limit_mib",
@@ -619,17 +625,19 @@ fn memory_limiter(key: &str, r: RawMemoryLimiter) -> Result<MemoryLimiterConfig,
             if l == 0 {
                 return Err(err(format!("{key}.limit_mib"), "must be at least 1"));
             }
-            let spike = r.spike_limit_mib.map_or(mib(l) / 5, mib);
-            if spike >= mib(l) {
+            if spike_mib.is_some_and(|s| s >= l) {
                 return Err(err(
                     format!("{key}.spike_limit_mib"),
                     format!("must be below limit_mib ({l})"),
                 ));
             }
-            (MemoryAmount::Bytes(mib(l)), MemoryAmount::Bytes(spike))
+            (
+                MemoryAmount::Bytes(mib(l)),
+                spike_mib.map(|s| MemoryAmount::Bytes(mib(s))),
+            )
         }
         (None, Some(p)) => {
-            if r.spike_limit_mib.is_some() {
+            if spike_mib.is_some() {
                 return Err(err(
                     format!("{key}.spike_limit_mib"),
                     "with limit_percentage, give spike_limit_percentage",
@@ -641,14 +649,22 @@ fn memory_limiter(key: &str, r: RawMemoryLimiter) -> Result<MemoryLimiterConfig,
                     "must be between 1 and 100",
                 ));
             }
-            let spike = r.spike_limit_percentage.unwrap_or(p / 5);
-            if spike >= p {
+            if spike_pct.is_some_and(|s| s >= p) {
                 return Err(err(
                     format!("{key}.spike_limit_percentage"),
                     format!("must be below limit_percentage ({p})"),
                 ));
             }
-            (MemoryAmount::Percent(p), MemoryAmount::Percent(spike))
+            if crate::memory::total_memory() == 0 {
+                return Err(err(
+                    format!("{key}.limit_percentage"),
+                    "the memory available cannot be read here (cgroup memory.max, /proc/meminfo): give limit_mib",
+                ));
+            }
+            (
+                MemoryAmount::Percent(p),
+                spike_pct.map(MemoryAmount::Percent),
+            )
         }
     };
     Ok(MemoryLimiterConfig {

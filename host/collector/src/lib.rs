@@ -89,6 +89,11 @@ pub async fn start_with(
         limiters.values().cloned().collect(),
     ));
     let mut by_signal: BTreeMap<Signal, Arc<Pipeline>> = BTreeMap::new();
+    for (id, p) in &config.processors {
+        if p.wasm().is_some() && !slots.contains_key(id) {
+            tracing::error!(processor = %id, "no plugin was loaded for this processor; its pipelines run without it");
+        }
+    }
     for (signal, p) in &config.pipelines {
         let stats = Arc::new(PipelineStats::new(
             p.processors.iter().filter(|id| slots.contains_key(*id)),
@@ -242,14 +247,19 @@ impl Collector {
         weft_runtime::net::join_until(&mut self.servers, deadline).await;
         // Receivers are gone: dropping the pipelines closes the queues once nobody sends.
         self.pipelines.clear();
-        let drained = weft_runtime::net::join_until(&mut self.exporters, deadline).await;
-        self.keeper.abort();
-        drained
+        weft_runtime::net::join_until(&mut self.exporters, deadline).await
     }
 
     /// [`Self::drain`] within `timeout`.
     pub async fn drain_within(self, timeout: Duration) -> bool {
         self.drain(tokio::time::Instant::now() + timeout).await
+    }
+}
+
+impl Drop for Collector {
+    /// The memory keeper runs until the collector is gone, drained or not.
+    fn drop(&mut self) {
+        self.keeper.abort();
     }
 }
 
@@ -428,7 +438,7 @@ impl PipelineMetrics {
             ),
             (
                 "weft_memory_limiter_limit_bytes",
-                "A limiter's hard limit; above it memory is given back to the system at each check.",
+                "A limiter's hard limit; above it memory is given back to the system (at most once a second).",
                 |l| l.limit,
             ),
         ];

@@ -20,8 +20,9 @@
 //! **Giving memory back.** glibc's allocator keeps freed memory in its arenas; after an outage
 //! the queues drain but the RSS would stay where it was. The [`keeper`] task, which also takes
 //! the measurements, calls `malloc_trim` once the held bytes have fallen by half (and at least
-//! 16 MiB) since their high point, and when the RSS is above a limiter's hard limit (the
-//! Collector forces a garbage collection there; weft trims at most once a second).
+//! 16 MiB) since their high point, when the RSS is above a limiter's hard limit (the Collector
+//! forces a garbage collection there; weft trims at most once a second), and when it is above
+//! a soft limit (at most every 10 s, as the Collector's default for its soft-limit GC).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +121,10 @@ impl MemoryLimiter {
         memory: Arc<MemoryUse>,
     ) -> Arc<Self> {
         let limit = config.limit.bytes(total);
-        let spike = config.spike_limit.bytes(total).min(limit);
+        let spike = config
+            .spike_limit
+            .map_or(limit / 5, |s| s.bytes(total))
+            .min(limit);
         Arc::new(MemoryLimiter {
             id: id.to_string(),
             limit,
@@ -169,12 +173,17 @@ impl MemoryLimiter {
     }
 }
 
-/// The memory the process may use, for `limit_percentage`: the cgroup's `memory.max` when
-/// there is one (a container's limit), else the machine's total.
+/// The memory the process may use, for `limit_percentage`: the cgroup's limit when there is one
+/// (a container's: `memory.max` of cgroup v2, `memory.limit_in_bytes` of v1), else the
+/// machine's total; 0 when neither can be read.
 pub fn total_memory() -> u64 {
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
     let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -222,8 +231,13 @@ pub async fn keeper(memory: Arc<MemoryUse>, limiters: Vec<Arc<MemoryLimiter>>) {
         .unwrap_or(Duration::from_secs(1));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Over a hard limit, trimming again at every check would not help: at most once a second.
-    const TRIM_EVERY: Duration = Duration::from_secs(1);
+    // Trimming again at every check would not help: over a hard limit at most once a second,
+    // over a soft limit at most every 10 s (the Collector's `min_gc_interval_when_hard_limited`
+    // and `..._soft_limited` defaults are 0 and 10 s). Memory that was never held (transport
+    // buffers, decoded requests) can keep the RSS over the soft limit with nothing held; without
+    // a trim there, every request would be refused for good.
+    const HARD_EVERY: Duration = Duration::from_secs(1);
+    const SOFT_EVERY: Duration = Duration::from_secs(10);
     let mut high = 0u64;
     let mut last_trim: Option<tokio::time::Instant> = None;
     loop {
@@ -231,10 +245,11 @@ pub async fn keeper(memory: Arc<MemoryUse>, limiters: Vec<Arc<MemoryLimiter>>) {
         let held = memory.held();
         high = high.max(held);
         let mut rss = resident_bytes();
-        let over_hard = limiters.iter().any(|l| rss > l.limit)
-            && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY);
+        let since = |every: Duration| last_trim.is_none_or(|t| t.elapsed() >= every);
+        let over_hard = limiters.iter().any(|l| rss > l.limit) && since(HARD_EVERY);
+        let over_soft = limiters.iter().any(|l| rss > l.soft_limit) && since(SOFT_EVERY);
         let fell = high - held >= TRIM_AFTER && held <= high / 2;
-        if fell || over_hard {
+        if fell || over_hard || over_soft {
             last_trim = Some(tokio::time::Instant::now());
             // Off the async workers: trimming a large heap takes milliseconds.
             let _ = tokio::task::spawn_blocking(trim).await;
@@ -271,7 +286,7 @@ mod tests {
         let config = MemoryLimiterConfig {
             check_interval: Duration::from_millis(100),
             limit: MemoryAmount::Bytes(1000),
-            spike_limit: MemoryAmount::Bytes(200),
+            spike_limit: Some(MemoryAmount::Bytes(200)),
         };
         let limiter = MemoryLimiter::new("memory_limiter", &config, 0, memory.clone());
         assert_eq!((limiter.limit, limiter.soft_limit), (1000, 800));
@@ -295,11 +310,19 @@ mod tests {
 
         let percent = MemoryLimiterConfig {
             limit: MemoryAmount::Percent(50),
-            spike_limit: MemoryAmount::Percent(10),
+            spike_limit: Some(MemoryAmount::Percent(10)),
             ..config
         };
-        let l = MemoryLimiter::new("memory_limiter/p", &percent, 10_000, memory);
+        let l = MemoryLimiter::new("memory_limiter/p", &percent, 10_000, memory.clone());
         assert_eq!((l.limit, l.soft_limit), (5000, 4000));
+        // No spike given: 20 % of the limit, in bytes (not rounded to whole percents).
+        let default = MemoryLimiterConfig {
+            limit: MemoryAmount::Percent(4),
+            spike_limit: None,
+            ..config
+        };
+        let l = MemoryLimiter::new("memory_limiter/d", &default, 10_000, memory);
+        assert_eq!((l.limit, l.soft_limit), (400, 320));
     }
 
     #[test]

@@ -257,11 +257,13 @@ impl QueueRoom {
         }
     }
 
-    /// Takes `n` of the room, if there is that much left.
+    /// Takes `n` of the room, if there is that much left. A request larger than the whole
+    /// queue (possible with the `items` and `bytes` sizers) is taken when the queue is empty:
+    /// refusing it would have the client retry it forever.
     fn take(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + n <= self.capacity).then_some(used + n)
+                (used + n <= self.capacity || used == 0).then_some(used + n)
             })
             .is_ok()
     }
@@ -643,6 +645,18 @@ mod tests {
         ));
         assert_eq!(p.exporters[0].room.used(), 3 * one);
         assert_eq!(p.memory.held(), 3 * one);
+
+        // A request larger than the whole queue goes into an empty queue, and only then.
+        let (small, mut rx_small) = queue("small", &sized(5, Sizer::Items));
+        let p = pipeline(vec![small], None);
+        p.consume(spans(8))
+            .expect("8 items into an empty queue of 5");
+        assert!(matches!(
+            p.consume(spans(1)),
+            Err(ConsumeError::QueueFull(_))
+        ));
+        assert_eq!(drain(&mut rx_small), [8]);
+        p.consume(spans(8)).expect("empty again");
     }
 
     #[test]
@@ -655,7 +669,7 @@ mod tests {
         let config = MemoryLimiterConfig {
             check_interval: Duration::from_secs(1),
             limit: MemoryAmount::Bytes(3 * one),
-            spike_limit: MemoryAmount::Bytes(one),
+            spike_limit: Some(MemoryAmount::Bytes(one)),
         };
         p.limiter = Some(MemoryLimiter::new(
             "memory_limiter",

@@ -376,20 +376,13 @@ mod tests {
         };
         assert_eq!(m.check_interval, Duration::from_secs(2));
         assert_eq!(m.limit, MemoryAmount::Bytes(400 << 20));
-        assert_eq!(
-            m.spike_limit,
-            MemoryAmount::Bytes(80 << 20),
-            "20 % by default"
-        );
+        assert_eq!(m.spike_limit, None, "20 % of the limit, by default");
         let Some(ProcessorConfig::MemoryLimiter(p)) =
             c.collector.processors.get("memory_limiter/pct")
         else {
             panic!("a memory limiter");
         };
-        assert_eq!(
-            (p.limit, p.spike_limit),
-            (MemoryAmount::Percent(75), MemoryAmount::Percent(15))
-        );
+        assert_eq!((p.limit, p.spike_limit), (MemoryAmount::Percent(75), None));
         assert_eq!(
             p.check_interval,
             Duration::from_secs(1),

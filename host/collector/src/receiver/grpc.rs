@@ -291,7 +291,11 @@ fn gunzip(message: &[u8], max: usize) -> Result<Bytes, Status> {
     let decoder = flate2::read::GzDecoder::new(message);
     match decoder.take(max as u64 + 1).read_to_end(&mut out) {
         Ok(_) if out.len() > max => Err(too_large(out.len(), max)),
-        Ok(_) => Ok(Bytes::from(out)),
+        Ok(_) => {
+            // The payload keeps this buffer: no spare capacity beyond what is counted as held.
+            out.shrink_to_fit();
+            Ok(Bytes::from(out))
+        }
         Err(e) => Err(Status::invalid_argument(format!(
             "invalid gzip message: {e}"
         ))),

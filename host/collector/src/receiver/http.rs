@@ -156,7 +156,9 @@ impl OtlpHttp {
         // Past the limit the rest is read and dropped (up to 4x), so the client gets the 413
         // instead of a connection reset.
         let mut incoming = req.into_body();
-        let mut buf = Vec::new();
+        // Sized from the Content-Length when there is one: the payload keeps this buffer, and
+        // growing it by doubling would hold up to twice what is counted as held.
+        let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(self.max_body));
         let mut total = 0usize;
         let read = async {
             while let Some(frame) = incoming.frame().await {
@@ -204,6 +206,9 @@ impl OtlpHttp {
                 enc,
             );
         }
+        if buf.capacity() > buf.len() + buf.len() / 8 {
+            buf.shrink_to_fit();
+        }
         let body = Bytes::from(buf);
         let body = if gzip {
             // Read at most one byte past the limit: a gzip bomb stops there.
@@ -218,7 +223,10 @@ impl OtlpHttp {
                         enc,
                     );
                 }
-                Ok(_) => Bytes::from(out),
+                Ok(_) => {
+                    out.shrink_to_fit();
+                    Bytes::from(out)
+                }
                 Err(e) => {
                     return error(
                         StatusCode::BAD_REQUEST,
