@@ -156,9 +156,15 @@ impl OtlpHttp {
         // Past the limit the rest is read and dropped (up to 4x), so the client gets the 413
         // instead of a connection reset.
         let mut incoming = req.into_body();
-        // Sized from the Content-Length when there is one: the payload keeps this buffer, and
-        // growing it by doubling would hold up to twice what is counted as held.
-        let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(self.max_body));
+        // Sized from the Content-Length (up to 1 MiB: a client's header alone must not make weft
+        // allocate the whole limit); spare capacity left by doubling is given back below, since
+        // the payload keeps this buffer and only its length is counted as held.
+        let mut buf = Vec::with_capacity(
+            declared
+                .map_or(0, |n| n as usize)
+                .min(self.max_body)
+                .min(1 << 20),
+        );
         let mut total = 0usize;
         let read = async {
             while let Some(frame) = incoming.frame().await {
