@@ -242,43 +242,92 @@ service:
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_back_after() {
-    const LIMIT: u64 = 256 * MIB;
+/// A `weft run` after an outage of its backend: what [`outage`] saw.
+struct Outage {
+    weft: WeftRun,
+    /// The OTLP/HTTP receiver's port.
+    http: u16,
+    /// The backend's port, where nothing listened.
+    backend: u16,
+    /// RSS before the load, and the highest seen during it.
+    baseline: u64,
+    peak: u64,
+    answers: Arc<Answers>,
+    /// The request the clients sent.
+    body: Arc<Vec<u8>>,
+}
+
+/// Starts `weft run` with `processors`, `pipeline_processors` and `sending_queue` ([`config`])
+/// exporting to a port where nothing listens, and sends 2 000-span requests at it for `run_for`
+/// ([`send_until`]).
+async fn outage(
+    processors: &str,
+    pipeline_processors: &str,
+    sending_queue: &str,
+    run_for: Duration,
+) -> Outage {
     let ports = (free_port(), free_port(), free_port(), free_port());
     let (grpc, http, metrics, backend) = ports;
     let weft = WeftRun::start(
-        &config(
-            ports,
-            "{ memory_limiter: { check_interval: 100ms, limit_mib: 256, spike_limit_mib: 64 } }",
-            "memory_limiter",
-            "{ queue_size: 1000 }",
-        ),
+        &config(ports, processors, pipeline_processors, sending_queue),
         &[grpc, http],
         metrics,
     );
     let baseline = weft.rss();
     let body = Arc::new(request().encode_to_vec());
-    assert!(
-        body.len() > 2_000_000,
-        "a 2 000-span request is {} bytes",
-        body.len()
-    );
     let answers = Arc::new(Answers::default());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let peak = send_until(
         &weft,
-        addr(grpc),
-        addr(http),
+        local(grpc),
+        local(http),
         body.clone(),
         answers.clone(),
-        Duration::from_secs(60),
+        run_for,
     )
     .await;
     eprintln!(
         "outage: baseline RSS {} MiB, peak {} MiB; {answers:?}",
         baseline / MIB,
         peak / MIB
+    );
+    Outage {
+        weft,
+        http,
+        backend,
+        baseline,
+        peak,
+        answers,
+        body,
+    }
+}
+
+/// `port` on 127.0.0.1.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_back_after() {
+    const LIMIT: u64 = 256 * MIB;
+    let Outage {
+        weft,
+        http,
+        backend,
+        baseline,
+        peak,
+        answers,
+        body,
+    } = outage(
+        "{ memory_limiter: { check_interval: 100ms, limit_mib: 256, spike_limit_mib: 64 } }",
+        "memory_limiter",
+        "{ queue_size: 1000 }",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        body.len() > 2_000_000,
+        "a 2 000-span request is {} bytes",
+        body.len()
     );
 
     // The bound: without the limiter the queue would take 1 000 requests (2.4 GB).
@@ -368,7 +417,7 @@ async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_ba
     eprintln!("after the drain: RSS {} MiB", given_back / MIB);
     assert!(WeftRun::sample(&weft.metrics(), "weft_memory_trims_total") >= 1);
     assert_eq!(
-        post(addr(http), &body).0,
+        post(local(http), &body).0,
         200,
         "accepted again once memory is back"
     );
@@ -378,36 +427,20 @@ async fn a_memory_limiter_bounds_rss_through_a_60s_outage_and_memory_is_given_ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_sized_in_bytes_never_holds_more_than_its_size() {
     const QUEUE: u64 = 48 * MIB;
-    let ports = (free_port(), free_port(), free_port(), free_port());
-    let (grpc, http, metrics, backend) = ports;
-    let weft = WeftRun::start(
-        &config(
-            ports,
-            "{}",
-            "",
-            &format!("{{ sizer: bytes, queue_size: {QUEUE} }}"),
-        ),
-        &[grpc, http],
-        metrics,
-    );
-    let baseline = weft.rss();
-    let body = Arc::new(request().encode_to_vec());
-    let answers = Arc::new(Answers::default());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let peak = send_until(
-        &weft,
-        addr(grpc),
-        addr(http),
-        body,
-        answers.clone(),
+    let Outage {
+        weft,
+        backend,
+        baseline,
+        peak,
+        answers,
+        ..
+    } = outage(
+        "{}",
+        "",
+        &format!("{{ sizer: bytes, queue_size: {QUEUE} }}"),
         Duration::from_secs(15),
     )
     .await;
-    eprintln!(
-        "outage: baseline RSS {} MiB, peak {} MiB; {answers:?}",
-        baseline / MIB,
-        peak / MIB
-    );
     let m = weft.metrics();
     let get = |series: &str| WeftRun::sample(&m, series);
     let labels = "{pipeline=\"traces\",exporter=\"otlphttp\",data_type=\"traces\"}";
