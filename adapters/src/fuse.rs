@@ -17,6 +17,14 @@ use crate::{AdaptError, Adapted};
 /// The export of the main module that marks an http-filter component.
 const FILTER_MARK: &str = "weft:plugin/filter@0.2.0#[constructor]http-stream";
 
+/// Whether a core module is a shared library of the dynamic-linking convention (it has a
+/// `dylink.0` custom section).
+fn is_shared_library(module: &[u8]) -> bool {
+    Parser::new(0)
+        .parse_all(module)
+        .any(|p| matches!(p, Ok(Payload::CustomSection(c)) if c.name() == "dylink.0"))
+}
+
 /// Finds the main core module of `component` and checks it targets the http-filter world.
 pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
     if component.len() < 8 || &component[..4] != b"\0asm" {
@@ -54,6 +62,13 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             _ => {}
         }
+    }
+    let libraries = modules.iter().filter(|m| is_shared_library(m)).count();
+    if libraries > 0 {
+        return Err(AdaptError::DynamicallyLinked {
+            modules: modules.len(),
+            libraries,
+        });
     }
     let mut mains = Vec::new();
     let mut with_memory = 0;
@@ -240,9 +255,11 @@ fn check_main_imports(main: &Module) -> Result<(), AdaptError> {
 /// The output's function index space is
 /// `[glue's env.proxy_* imports][main's functions][glue's functions][synthesized]`, where the
 /// synthesized functions are the state getter and setter (`weft:glue.state` / `set_state`) and
-/// a no-op `cabi_post_*` for guest exports that have none. Its globals are the main module's,
+/// two no-op `cabi_post_*` for guest exports that have none (one taking the export's `i32`
+/// result, one for exports without results). Its globals are the main module's,
 /// then the glue's except its stack pointer (which becomes the guest's), then the glue's root
-/// pointer. Its types are the main module's, then the glue's, then the two getter/setter types.
+/// pointer. Its types are the main module's, then the glue's, then the getter, setter and
+/// `() -> ()` types.
 /// Memory and tables are the main module's alone.
 struct Plan<'a> {
     /// The glue's `env` function imports, in order: `(name, glue type index)`. They are the only
@@ -262,6 +279,8 @@ struct Plan<'a> {
     t_get: u32,
     /// The type `(i32) -> ()` of the state setter and of the no-op post-return.
     t_set: u32,
+    /// The type `() -> ()` of the no-op post-return of exports without results.
+    t_unit: u32,
     /// Imports of the main module and what satisfied each (reported in [`Adapted`]).
     resolved: Vec<(String, String)>,
 }
@@ -294,6 +313,7 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
     let glue_types = glue.types.len() as u32;
     let t_get = main_types + glue_types; // () -> i32
     let t_set = t_get + 1; // (i32) -> ()
+    let t_unit = t_get + 2; // () -> ()
 
     Ok(Plan {
         proxy_imports,
@@ -316,6 +336,7 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
         main_types,
         t_get,
         t_set,
+        t_unit,
         resolved,
     })
 }
@@ -354,7 +375,8 @@ fn plan_functions<'a>(
     let main_base = p;
     let glue_base = p + main_defined;
     let synth_base = glue_base + glue_defined;
-    let (f_state_get, f_state_set, f_noop_post) = (synth_base, synth_base + 1, synth_base + 2);
+    let (f_state_get, f_state_set, f_noop_post, f_noop_unit) =
+        (synth_base, synth_base + 1, synth_base + 2, synth_base + 3);
 
     let glue_func_out = |idx: u32| -> Option<u32> {
         if idx < glue.num_func_imports {
@@ -394,14 +416,20 @@ fn plan_functions<'a>(
     let mut glue_funcs = Vec::with_capacity(glue.num_funcs() as usize);
     let mut fi = 0usize;
     for imp in glue.imports.iter() {
-        let TypeRef::Func(_) = imp.ty else { continue };
+        let TypeRef::Func(t) = imp.ty else { continue };
         let out = match (imp.module, imp.name) {
             ("env", _) => glue_import_out[fi].unwrap_or(u32::MAX),
             ("weft:glue", "state") => f_state_get,
             ("weft:glue", "set_state") => f_state_set,
             ("weft:guest", name) => match main.export_func(name) {
                 Some(idx) => main_funcs[idx as usize],
-                None if name.starts_with("cabi_post_") => f_noop_post,
+                // Exports without results have post-returns without parameters.
+                None if name.starts_with("cabi_post_") => {
+                    match glue.types.get(t as usize).map(|ty| ty.params().is_empty()) {
+                        Some(true) => f_noop_unit,
+                        _ => f_noop_post,
+                    }
+                }
                 None => return Err(AdaptError::MissingExport(name.to_string())),
             },
             (module, name) => {
@@ -486,6 +514,7 @@ fn emit_types(
     }
     types.ty().function([], [ValType::I32]);
     types.ty().function([ValType::I32], []);
+    types.ty().function([], []);
     out.section(&types);
     Ok(())
 }
@@ -512,6 +541,7 @@ fn emit_functions(out: &mut Encoder, main: &Module, glue: &Module, plan: &Plan) 
     funcs.function(plan.t_get);
     funcs.function(plan.t_set);
     funcs.function(plan.t_set);
+    funcs.function(plan.t_unit);
     out.section(&funcs);
 }
 
@@ -626,7 +656,7 @@ fn emit_start_elements_and_data_count(
 }
 
 /// Code section: the main module's bodies, the glue's (re-encoded with their index maps), then
-/// the synthesized getter, setter and no-op.
+/// the synthesized getter, setter and the two no-ops.
 fn emit_code(
     out: &mut Encoder,
     main: &Module,
@@ -655,6 +685,7 @@ fn emit_code(
     code.function(&set);
     let mut noop = Function::new([]);
     noop.instruction(&Instruction::End);
+    code.function(&noop);
     code.function(&noop);
     out.section(&code);
     Ok(())

@@ -56,6 +56,20 @@ pub enum AdaptError {
          with one main module (Rust/C guests built with wit-bindgen)"
     )]
     ManyMemories(usize),
+    /// The component links shared libraries at instantiation (componentize-py: libc,
+    /// libpython and the app's bindings as `dylink.0` modules sharing one memory and table).
+    #[error(
+        "the component is {modules} core modules linked when it is instantiated ({libraries} \
+         shared libraries with `dylink.0`, e.g. componentize-py's libc and libpython); weft \
+         adapt fuses components with one main module (Rust, C, componentize-js) and does not link \
+         shared libraries yet. The component runs in weft's filter proxy (`weft test`, `weft run`)"
+    )]
+    DynamicallyLinked {
+        /// Core modules in the component.
+        modules: usize,
+        /// How many of them are shared libraries.
+        libraries: usize,
+    },
     /// The component targets another world.
     #[error(
         "the component targets the world `{found}`, not `{WORLD}`: only HTTP filters run in Envoy"

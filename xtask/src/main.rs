@@ -173,6 +173,10 @@ fn test() -> anyhow::Result<()> {
     run(Command::new("bash")
         .current_dir(&ws)
         .arg("tests/peers/setup-python.sh"))?;
+    // The authors' tests build JavaScript plugins with componentize-js from tests/peers/node.
+    run(Command::new("bash")
+        .current_dir(&ws)
+        .arg("tests/peers/setup-node.sh"))?;
     // The interop test runs a real OpenTelemetry Collector built from its Go modules.
     run(Command::new("bash")
         .current_dir(&ws)

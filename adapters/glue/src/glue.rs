@@ -142,6 +142,11 @@ unsafe extern "C" {
     fn g_init_post(r: *mut u8);
     #[link_name = "weft:plugin/filter@0.2.0#[constructor]http-stream"]
     fn g_new() -> u32;
+    // Post-returns of exports that return no memory: Rust guests have none (the fuser supplies
+    // no-ops), interpreters (componentize-js, componentize-py) end the call in them and refuse
+    // the next one until it has run.
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[constructor]http-stream"]
+    fn g_new_post(handle: u32);
     #[link_name = "weft:plugin/filter@0.2.0#[dtor]http-stream"]
     fn g_dtor(rep: u32);
     #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-request-headers"]
@@ -170,10 +175,16 @@ unsafe extern "C" {
     fn g_resp_trailers_post(r: *mut u8);
     #[link_name = "weft:plugin/filter@0.2.0#[method]http-stream.on-done"]
     fn g_done(rep: u32);
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#[method]http-stream.on-done"]
+    fn g_done_post();
     #[link_name = "weft:plugin/filter@0.2.0#on-tick"]
     fn g_tick();
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#on-tick"]
+    fn g_tick_post();
     #[link_name = "weft:plugin/filter@0.2.0#on-http-call-response"]
     fn g_call_response(token: u32, status: u32, body: *mut u8, len: usize);
+    #[link_name = "cabi_post_weft:plugin/filter@0.2.0#on-http-call-response"]
+    fn g_call_response_post();
 }
 
 #[link(wasm_import_module = "weft:glue")]
@@ -426,8 +437,13 @@ extern "C" fn proxy_on_context_create(ctx: u32, parent: u32) {
         // The root context: the plugin itself, configured in proxy_on_configure.
         return;
     }
-    // SAFETY: the guest's constructor; it calls `[resource-new]`, outside any `with`.
-    let handle = unsafe { g_new() };
+    // SAFETY: the guest's constructor (it calls `[resource-new]`, outside any `with`), then
+    // its post-return with its result, as the ABI says.
+    let handle = unsafe {
+        let handle = g_new();
+        g_new_post(handle);
+        handle
+    };
     State::with(|s| s.streams.insert(ctx, handle));
 }
 
@@ -468,8 +484,11 @@ extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
 
 #[unsafe(no_mangle)]
 extern "C" fn proxy_on_tick(_root: u32) {
-    // SAFETY: the guest's export, outside any `with`.
-    unsafe { g_tick() };
+    // SAFETY: the guest's export and its post-return, outside any `with`.
+    unsafe {
+        g_tick();
+        g_tick_post();
+    }
 }
 
 /// The stream's resource rep, or a trap for a context Envoy never created (a host bug).
@@ -587,7 +606,10 @@ extern "C" fn proxy_on_log(ctx: u32) {
     let rep = State::with(|s| s.streams.get(ctx).map(|h| s.handles.rep(h)));
     match rep {
         // SAFETY: the guest's export for a live stream, outside any `with`.
-        Some(Some(rep)) => unsafe { g_done(rep) },
+        Some(Some(rep)) => unsafe {
+            g_done(rep);
+            g_done_post();
+        },
         Some(None) => trap(),
         None => {}
     }
@@ -636,7 +658,10 @@ extern "C" fn proxy_on_http_call_response(
         }
     }
     // SAFETY: the guest's export; `body` is a fresh allocation the guest now owns.
-    unsafe { g_call_response(token, status & 0xffff, body.addr(), body.len()) };
+    unsafe {
+        g_call_response(token, status & 0xffff, body.addr(), body.len());
+        g_call_response_post();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

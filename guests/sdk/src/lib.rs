@@ -45,10 +45,11 @@
 //! [`export_typed_span_processor!`] and friends. Every string and list costs a host call there:
 //! the batch ABI is the fast one.
 //!
-//! The export macros run `wit_bindgen::generate!` in the plugin's crate with
-//! `path: "../../wit"`: plugins live in `guests/<name>/` of the weft repository, next to `wit/`.
-//! A plugin elsewhere names the WIT directory, relative to its crate:
-//! `weft_guest::export_span_processor!(Tagger, wit: "../../../wit");`.
+//! **The WIT.** This crate carries the WIT package it was written against (`wit/` in the crate,
+//! `weft:plugin@0.2.0` for weft-guest 0.2): the export macros read it wherever the SDK is on
+//! disk, so a plugin is any cargo project that depends on `weft-guest`. To build against another
+//! copy of the WIT, name its directory relative to the plugin crate:
+//! `weft_guest::export_span_processor!(Tagger, wit: "wit");`.
 
 pub mod http;
 pub mod records;
@@ -81,7 +82,7 @@ pub mod bindings {
                 import weft:plugin/http@0.2.0;
             }
         ",
-        path: "../../wit",
+        path: "wit",
         generate_all,
         generate_unused_types: true,
         additional_derives: [PartialEq, Clone],
@@ -253,13 +254,16 @@ pub fn __init<T: Plugin>(
     Ok(())
 }
 
+include!(concat!(env!("OUT_DIR"), "/wit_dir.rs"));
+
 /// The bindings every export macro generates: `[$wit]` is the WIT directory relative to the
-/// plugin crate (`[]`: `../../wit`), `$world` the world's name, then any extra `with` mappings.
+/// plugin crate (`[]`: the SDK's own, by [`__weft_wit_dir!`]), `$world` the world's name, then
+/// any extra `with` mappings.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weft_bindings {
     ([], $($rest:tt)*) => {
-        $crate::__weft_bindings!(["../../wit"], $($rest)*);
+        $crate::__weft_wit_dir!($($rest)*);
     };
     ([$wit:literal], $world:literal $(, $iface:literal => $path:path)*) => {
         $crate::__wit_bindgen::generate!({
@@ -401,8 +405,9 @@ macro_rules! __weft_logs {
 /// Exports are only emitted when compiling for wasm32, so the plugin crate can also be built
 /// natively as a library (unit tests, benchmarks against the native code).
 ///
-/// The WIT is read from `../../wit` relative to the plugin crate; elsewhere, name the directory:
-/// `export_span_processor!(MyPlugin, wit: "../../../wit")` (the same for every export macro).
+/// The WIT is the SDK's own (see the crate docs); to use another copy, name its directory
+/// relative to the plugin crate: `export_span_processor!(MyPlugin, wit: "wit")` (the same for
+/// every export macro).
 #[macro_export]
 macro_rules! export_span_processor {
     ($ty:ident $(, wit: $wit:literal)?) => {

@@ -245,10 +245,7 @@ pub fn load_filter(
         &mut linker,
         |s| s,
     )
-    .map_err(|e| LoadError::Link {
-        what: what.to_string(),
-        message: format!("{e:#}"),
-    })?;
+    .map_err(|e| LoadError::link(what, e))?;
     let shared = Arc::new(FilterShared::new(&settings));
     let for_instances = shared.clone();
     let ext = Arc::new(move || FilterState {

@@ -41,7 +41,8 @@ pub enum LoadError {
         /// What the component exports.
         found: String,
     },
-    /// The component imports something weft does not provide (or does not grant).
+    /// The component imports something weft does not provide (or does not grant). Build it
+    /// with [`LoadError::link`], which says what to do about the usual imports.
     #[error("{what} cannot be linked: {message}")]
     Link {
         /// The file name or a description of the bytes.
@@ -81,6 +82,49 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl LoadError {
+    /// A [`LoadError::Link`] from wasmtime's message, with what to do about the import it names.
+    pub fn link(what: &str, error: impl std::fmt::Display) -> LoadError {
+        let message = format!("{error:#}");
+        let hint = link_hint(&message)
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        LoadError::Link {
+            what: what.to_string(),
+            message: format!("{message}{hint}"),
+        }
+    }
+}
+
+/// What to do about the import a wasmtime link error names (``imports instance `x` ``).
+fn link_hint(message: &str) -> Option<String> {
+    let import = message
+        .split("imports instance `")
+        .nth(1)
+        .or_else(|| message.split("imports func `").nth(1))
+        .and_then(|rest| rest.split('`').next())?;
+    let iface = import.split('@').next().unwrap_or(import);
+    let hint = if iface.starts_with("wasi:http/") {
+        format!(
+            "weft gives plugins no `{import}`: an http filter calls out with `http.dispatch-http-call`. componentize-js adds wasi:http unless built with `--disable http fetch-event` (what `weft build` does)"
+        )
+    } else if iface.starts_with("wasi:filesystem/") || iface.starts_with("wasi:sockets/") {
+        format!(
+            "`{import}` is not granted: plugins get no filesystem or network; leave it out of the build"
+        )
+    } else if let Some(name) = iface.strip_prefix("weft:plugin/") {
+        let version = import.split('@').nth(1).unwrap_or("?");
+        format!(
+            "this weft provides weft:plugin/{name} of weft:plugin@0.2.0, the component wants @{version}: rebuild it against weft-guest 0.2 or the WIT that `weft wit <dir>` writes"
+        )
+    } else {
+        format!(
+            "weft provides the weft:plugin@0.2.0 interfaces and WASI 0.2 clocks, random, io and cli; rebuild the plugin without `{import}`"
+        )
+    };
+    Some(hint)
 }
 
 /// How a guest trap happened. A trapped instance is discarded, never reused.
@@ -209,4 +253,37 @@ pub enum ConvertError {
     /// Protobuf that is not a well-formed OTLP request.
     #[error("{0}")]
     Wire(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_errors_say_what_to_do_about_the_import() {
+        let js = "component imports instance `wasi:http/types@0.2.10`, but a matching \
+                  implementation was not found in the linker";
+        let e = LoadError::link("f.wasm", js).to_string();
+        assert!(
+            e.starts_with("f.wasm cannot be linked: component imports")
+                && e.contains("--disable http fetch-event"),
+            "{e}"
+        );
+        let old = "component imports instance `weft:plugin/log@0.1.0`, but no match";
+        assert!(
+            LoadError::link("f", old)
+                .to_string()
+                .contains("wants @0.1.0")
+        );
+        let fs = "component imports instance `wasi:filesystem/types@0.2.0`, but no match";
+        assert!(
+            LoadError::link("f", fs)
+                .to_string()
+                .contains("no filesystem or network")
+        );
+        assert_eq!(
+            LoadError::link("f", "something else").to_string(),
+            "f cannot be linked: something else"
+        );
+    }
 }

@@ -381,10 +381,7 @@ impl PluginHost {
         }
         let pre = linker
             .instantiate_pre(component)
-            .map_err(|e| LoadError::Link {
-                what: what.to_string(),
-                message: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::link(what, e))?;
         let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| LoadError::Compile {
             what: what.to_string(),
             message: format!("{e:#}"),

@@ -19,13 +19,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a plugin once over an OTLP file and print the result as OTLP/JSON.
+    /// Run a plugin once over a fixture and print the result: an OTLP file for span processors
+    /// and log transforms (the result is OTLP/JSON), a request fixture for http filters (the
+    /// result says what the upstream saw and what the client got).
     Test {
         /// The plugin component (.wasm).
         component: PathBuf,
-        /// OTLP traces or logs: JSON (as the Collector's file exporter writes) or protobuf.
+        /// OTLP traces or logs (JSON, as the Collector's file exporter writes, or protobuf); for
+        /// an http filter, a request fixture (JSON: `requests` and the `upstream`'s response).
         #[arg(long)]
         input: PathBuf,
+        /// Compare the result with this file: exit status 1 and a diff when they differ.
+        #[arg(long)]
+        expect: Option<PathBuf>,
         /// The plugin's configuration: a JSON file, or inline JSON.
         #[arg(long)]
         config: Option<String>,
@@ -81,8 +87,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a plugin project: source, build configuration, a fixture with its expected
+    /// output, a weft.yaml and a README with the commands.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`); also the directory, unless
+        /// `--dir` says otherwise.
+        name: String,
+        /// What the plugin processes.
+        #[arg(long, value_enum, default_value = "span-processor")]
+        world: weft::scaffold::World,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: weft::scaffold::Lang,
+        /// Where to create the project (default: `./<name>`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the `weft-guest` dependency, a path to the SDK or a version (default: the SDK
+        /// this weft was built from, if present, else the registry version).
+        #[arg(long)]
+        sdk: Option<String>,
+    },
+    /// Build the plugin project in a directory (Rust, Python or JavaScript) into
+    /// `<name>.wasm`, and compile it once for this machine.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: `<dir>/<name>.wasm`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Write the WIT package `weft:plugin` this weft was built against into a directory, for
-    /// wit-bindgen, componentize-py or componentize-js (`-d <dir>` / `--wit <dir>`).
+    /// wit-bindgen, componentize-py or componentize-js (give them the directory: `path:`,
+    /// `componentize-py -d <dir>`, `componentize-js --wit <dir>`).
     Wit {
         /// Where to write the .wit files (created if missing).
         dir: PathBuf,
@@ -106,18 +143,28 @@ fn main() -> ExitCode {
         Command::Test {
             component,
             input,
+            expect,
             config,
             output,
             deadline_ms,
             memory_mib,
-        } => run_test(
-            &component,
-            &input,
-            config.as_deref(),
-            output.as_deref(),
+        } => run_test(&TestArgs {
+            component: &component,
+            input: &input,
+            expect: expect.as_deref(),
+            config: config.as_deref(),
+            output: output.as_deref(),
             deadline_ms,
             memory_mib,
-        ),
+        }),
+        Command::New {
+            name,
+            world,
+            lang,
+            dir,
+            sdk,
+        } => run_new(name, world, lang, dir, sdk),
+        Command::Build { dir, output } => run_build(&dir, output.as_deref()),
         Command::Inspect { component, json } => run_inspect(&component, json),
         Command::Wit { dir, force } => weft::wit::write(&dir, force)
             .map(|files| {
@@ -144,6 +191,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Mismatch>() => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -172,23 +223,80 @@ fn plugin_name(component: &Path) -> String {
         .unwrap_or_else(|| "plugin".into())
 }
 
-fn run_test(
-    component: &Path,
-    input: &Path,
-    config: Option<&str>,
-    output: Option<&Path>,
+/// `weft test`'s arguments.
+struct TestArgs<'a> {
+    component: &'a Path,
+    input: &'a Path,
+    expect: Option<&'a Path>,
+    config: Option<&'a str>,
+    output: Option<&'a Path>,
     deadline_ms: u64,
     memory_mib: usize,
+}
+
+/// `--expect` failed: the diff, printed as it is.
+#[derive(Debug)]
+struct Mismatch(String);
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// Prints, writes or checks a result against `--expect`.
+fn report(
+    args: &TestArgs<'_>,
+    verdict: impl FnOnce(&Path) -> anyhow::Result<weft::expect::Verdict>,
+    json: &str,
+    protobuf: impl FnOnce() -> Vec<u8>,
 ) -> anyhow::Result<()> {
+    match args.output {
+        Some(path) if path.extension().is_some_and(|e| e == "pb") => {
+            std::fs::write(path, protobuf())?
+        }
+        Some(path) => std::fs::write(path, format!("{json}\n"))?,
+        None if args.expect.is_none() => println!("{json}"),
+        None => {}
+    }
+    if let Some(expected) = args.expect {
+        match verdict(expected)? {
+            weft::expect::Verdict::Matches => {
+                eprintln!("weft test: the output matches {}", expected.display())
+            }
+            weft::expect::Verdict::Differs(diff) => {
+                return Err(Mismatch(format!(
+                    "{diff}weft test: the output differs from {} (- expected, + output)",
+                    expected.display()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_test(args: &TestArgs<'_>) -> anyhow::Result<()> {
+    let component = args.component;
+    let bytes =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let engine = WeftEngine::new(EngineSettings::default())?;
+    let what = component.display().to_string();
+    let world = weft_runtime::inspect::inspect(&engine, &what, &bytes)?.world;
+    if world == "http-filter" {
+        return run_http_test(args);
+    }
+    let input = args.input;
     let input_bytes =
         std::fs::read(input).with_context(|| format!("cannot read input {}", input.display()))?;
     let data = read_otlp(&input_bytes).with_context(|| format!("input {}", input.display()))?;
     let mut settings = PluginSettings::new(&plugin_name(component));
-    settings.config = parse_config(config)?;
-    settings.deadline = Duration::from_millis(deadline_ms);
-    settings.memory_cap = memory_mib << 20;
+    settings.config = parse_config(args.config)?;
+    settings.deadline = Duration::from_millis(args.deadline_ms);
+    settings.memory_cap = args.memory_mib << 20;
 
-    let engine = WeftEngine::new(EngineSettings::default())?;
     let host = PluginHost::new(engine, MetricsRegistry::default())?;
     let load_start = Instant::now();
     let plugin = host.load_file(component, settings)?;
@@ -197,21 +305,14 @@ fn run_test(
     let items_in = data.items();
     let signal = data.signal();
     let start = Instant::now();
-    let (result, report) = plugin.process_data_strict(data)?;
+    let (result, report_) = plugin.process_data_strict(data)?;
     let elapsed = start.elapsed();
 
-    match output {
-        Some(path) if path.extension().is_some_and(|e| e == "pb") => {
-            std::fs::write(path, result.to_protobuf())?
-        }
-        Some(path) => std::fs::write(path, result.to_json() + "\n")?,
-        None => println!("{}", result.to_json()),
-    }
     eprintln!(
         "weft test: {} ({}) {signal}: {items_in} in, {} out, {} call(s) in {:.3} ms (load {:.1} ms, {})",
         plugin.name(),
         plugin.worlds().world_name(),
-        report.items_out,
+        report_.items_out,
         plugin
             .metrics()
             .calls
@@ -223,6 +324,106 @@ fn run_test(
         } else {
             "compiled"
         },
+    );
+    let json = result.to_json();
+    report(
+        args,
+        |expected| weft::expect::otlp(expected, &json),
+        &json,
+        || result.to_protobuf(),
+    )
+}
+
+/// `weft test` of an http filter over a request fixture.
+fn run_http_test(args: &TestArgs<'_>) -> anyhow::Result<()> {
+    let fixture = weft::http_fixture::read(args.input)?;
+    let config = parse_config(args.config)?;
+    let started = Instant::now();
+    let result = weft::http_fixture::run(
+        &weft::http_fixture::FilterUnderTest {
+            component: args.component,
+            config: &config,
+            deadline: Duration::from_millis(args.deadline_ms),
+            memory_mib: args.memory_mib,
+        },
+        &fixture,
+    )?;
+    let value: serde_json::Value = serde_json::from_str(&result)?;
+    let reached = value
+        .as_array()
+        .map(|r| r.iter().filter(|r| !r["upstream_saw"].is_null()).count())
+        .unwrap_or(0);
+    eprintln!(
+        "weft test: {} (http-filter): {} request(s), {reached} reached the upstream, in {:.1} ms",
+        plugin_name(args.component),
+        fixture.requests.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    report(
+        args,
+        |expected| weft::expect::json(expected, &value),
+        &result,
+        || result.clone().into_bytes(),
+    )
+}
+
+/// `weft new`.
+fn run_new(
+    name: String,
+    world: weft::scaffold::World,
+    lang: weft::scaffold::Lang,
+    dir: Option<PathBuf>,
+    sdk: Option<String>,
+) -> anyhow::Result<()> {
+    weft::scaffold::check_name(&name)?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let project = weft::scaffold::NewProject {
+        dir: dir.clone(),
+        name,
+        world,
+        lang,
+        sdk,
+    };
+    let files = weft::scaffold::create(&project)?;
+    let wit_world = world.wit_world(lang);
+    println!(
+        "created {} ({lang}, world weft:plugin/{wit_world}, {} files)",
+        dir.display(),
+        files.len()
+    );
+    for f in files.iter().filter(|f| !f.starts_with("wit")) {
+        println!("  {}", f.display());
+    }
+    println!(
+        "next: cd {} && weft build   (then see README.md)",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `weft build`.
+fn run_build(dir: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (project, out) = weft::builder::build(dir, output)?;
+    weft::builder::step("compiling it for this machine (cached for weft test / run)");
+    let bytes = std::fs::read(&out)?;
+    let engine = WeftEngine::new(EngineSettings::default())?;
+    let what = out.display().to_string();
+    let report = weft_runtime::inspect::inspect(&engine, &what, &bytes)
+        .with_context(|| format!("{what} was built but weft cannot load it"))?;
+    if let Some(want) = project.world()
+        && want != report.world
+    {
+        anyhow::bail!(
+            "{what} targets the world `{}`, but the project says `{want}`",
+            report.world
+        );
+    }
+    println!(
+        "built {what} ({} KiB, world {}) in {:.1} s",
+        bytes.len().div_ceil(1024),
+        report.world,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

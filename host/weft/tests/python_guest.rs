@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::workspace;
+use common::{run_bounded, workspace};
 
 /// componentize-py bundles CPython and compiles the app in one process; ~16 s on an idle 2-core
 /// machine. Bounded generously for a loaded CI machine.
@@ -54,44 +54,6 @@ fn python() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// Runs `cmd` with stdout and stderr captured to files in `dir` (named by `what`), killing it
-/// and failing the test if it runs longer than `timeout`. Returns (status, stdout, stderr).
-fn run_bounded(
-    mut cmd: Command,
-    dir: &Path,
-    what: &str,
-    timeout: Duration,
-) -> (ExitStatus, String, String) {
-    let out_path = dir.join(format!("{what}.stdout"));
-    let err_path = dir.join(format!("{what}.stderr"));
-    let spawned = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("create stdout file"))
-        .stderr(File::create(&err_path).expect("create stderr file"))
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => panic!("{what}: cannot start {cmd:?}: {e}"),
-    };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} did not finish within {timeout:?}; stderr so far:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status, read(&out_path), read(&err_path))
 }
 
 /// The tagger component, built once per test binary with the venv's componentize-py.

@@ -32,6 +32,44 @@ pub fn guest(name: &str) -> PathBuf {
     dir.join(format!("guest_{}.wasm", name.replace('-', "_")))
 }
 
+/// Runs `cmd` with stdout and stderr captured to files in `dir` (named by `what`), killing it
+/// and failing the test if it runs longer than `timeout`. Returns (status, stdout, stderr).
+pub fn run_bounded(
+    mut cmd: std::process::Command,
+    dir: &Path,
+    what: &str,
+    timeout: std::time::Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let out_path = dir.join(format!("{what}.stdout"));
+    let err_path = dir.join(format!("{what}.stderr"));
+    let spawned = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => panic!("{what}: cannot start {cmd:?}: {e}"),
+    };
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {timeout:?}; stderr so far:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out_path), read(&err_path))
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the child binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
