@@ -2,7 +2,10 @@
 //!
 //! - (a) no Wasm filter (Envoy's own cost: the floor),
 //! - (b) the native SDK filter (bench/native-filter: the same logic on proxy-wasm-rust-sdk),
-//! - (c) the adapted component (`weft adapt` of guests/ab-router).
+//! - (c) the adapted component (`weft adapt` of guests/ab-router),
+//! - (d) the same logic in JavaScript (guests/js/ab-router, `weft build` with componentize-js
+//!   from tests/peers/node, then `weft adapt`). A Python filter is not measured: `weft adapt`
+//!   refuses componentize-py components (shared libraries), and the table says so.
 //!
 //! Envoy runs with `--concurrency 1` (one worker thread): the machine this was written for has
 //! two cores, so the worker gets one and the load generators and the upstream share the other.
@@ -27,7 +30,7 @@
 //! [`RATE`].
 //!
 //! The upstream answers 200 `ok` and counts the requests that reach it with and without
-//! `x-backend-version`: every request of (b) and (c) must carry it, none of (a)'s, or the run
+//! `x-backend-version`: every request of (b), (c) and (d) must carry it, none of (a)'s, or the run
 //! fails (a filter that does nothing would look fast). Loopback only; every process started is
 //! stopped. The whole run takes about 3 minutes after the builds (3 min 9 s with them cached).
 
@@ -106,6 +109,11 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     if let Err(e) = &adapted {
         eprintln!("envoy-bench: (c) adapted component: not measured: {e:#}");
     }
+    let js = build_js(ws, &dir.join("ab_router_js.wasm"))
+        .and_then(|c| adapt(ws, cargo, &c, &dir.join("ab_router_js.proxy.wasm")));
+    if let Err(e) = &js {
+        eprintln!("envoy-bench: (d) JavaScript component: not measured: {e:#}");
+    }
 
     let mut variants = vec![
         Variant {
@@ -120,6 +128,12 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     if let Ok(m) = &adapted {
         variants.push(Variant {
             name: "(c) adapted component",
+            module: Some(m.clone()),
+        });
+    }
+    if let Ok(m) = &js {
+        variants.push(Variant {
+            name: "(d) adapted JavaScript",
             module: Some(m.clone()),
         });
     }
@@ -216,7 +230,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
                 size(&variants[2]).unwrap_or(0) as f64,
             );
             let rows = [
-                ("req/s", b.rps, c.rps, "≥ 0.97×", c.rps >= 0.97 * b.rps),
+                ("req/s", b.rps, c.rps, "≥ 1.0×", c.rps >= b.rps),
                 (
                     "p99 µs",
                     b.p99_us,
@@ -260,6 +274,28 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
                     }
                 );
             }
+            println!("\nOther languages against the native SDK filter (b), reported:\n");
+            println!("| variant | req/s | × (b) | CPU µs/req | × (b) | RSS MiB | module bytes |");
+            println!("|---|---:|---:|---:|---:|---:|---:|");
+            for (i, v) in variants.iter().enumerate().skip(3) {
+                let m = &med[i];
+                println!(
+                    "| {} | {:.0} | {:.3} | {:.1} | {:.2} | {:.1} | {} |",
+                    v.name,
+                    m.rps,
+                    m.rps / b.rps,
+                    m.cpu_us_per_req,
+                    m.cpu_us_per_req / b.cpu_us_per_req,
+                    m.rss_kib / 1024.0,
+                    size(v).map_or("–".into(), |s| s.to_string()),
+                );
+            }
+            if let Err(e) = &js {
+                println!("| (d) adapted JavaScript | not measured: {e:#} | | | | | |");
+            }
+            println!(
+                "| Python (componentize-py) | not adaptable: componentize-py links shared libraries (docs/guides/python.md) | | | | | |"
+            );
             Ok(())
         }
         Err(e) => {
@@ -267,6 +303,30 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             bail!("(c) adapted component was not measured: {e:#}")
         }
     }
+}
+
+/// guests/js/ab-router built with `target/debug/weft build` and the pinned componentize-js
+/// (tests/peers/setup-node.sh installs it).
+fn build_js(ws: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+    crate::run(
+        Command::new("bash")
+            .current_dir(ws)
+            .arg("tests/peers/setup-node.sh"),
+    )?;
+    let weft = ws.join("target/debug/weft");
+    crate::run(
+        Command::new(&weft)
+            .arg("build")
+            .arg(ws.join("guests/js/ab-router"))
+            .arg("-o")
+            .arg(out)
+            .env(
+                "WEFT_COMPONENTIZE_JS",
+                ws.join("tests/peers/node/node_modules/.bin/componentize-js"),
+            ),
+    )
+    .context("weft build guests/js/ab-router")?;
+    Ok(out.to_path_buf())
 }
 
 /// `target/debug/weft adapt <component> -o <out>`; an error says why (c) cannot run.

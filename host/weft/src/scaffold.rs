@@ -368,14 +368,26 @@ fn readme(p: &NewProject, wit_world: &str) -> String {
         .first()
         .map(|s| format!("fixtures/{s}.json"))
         .unwrap_or_else(|| "fixtures/requests.json".into());
-    let adapt = if p.world == World::HttpFilter {
-        format!(
-            "\n## Run it in Envoy\n\n```sh\nweft adapt {name}.wasm -o {name}.proxy.wasm --config '{{\"value\":\"{name}\"}}'\n```\n\n\
-             prints the envoy.yaml snippet that loads the Proxy-Wasm module (add `--oci <dir>` for an image \
-             Istio's `WasmPlugin` pulls).\n"
-        )
-    } else {
-        String::new()
+    let adapt = match (p.world, p.lang) {
+        (World::HttpFilter, Lang::Python) => "\n## Envoy\n\n`weft adapt` does not take componentize-py components yet (they link libc and \
+             libpython as shared libraries when instantiated); the filter runs in weft's filter proxy \
+             (`weft run weft.yaml`), which follows Envoy's semantics.\n"
+            .to_string(),
+        (World::HttpFilter, _) => {
+            let js = if p.lang == Lang::Js {
+                "package.json leaves out every WASI feature of componentize-js, so the component \
+                 imports only weft interfaces and adapts (`console.log` output is dropped: log with \
+                 `weft:plugin/log`). "
+            } else {
+                ""
+            };
+            format!(
+                "\n## Run it in Envoy\n\n```sh\nweft adapt {name}.wasm -o {name}.proxy.wasm --config '{{\"value\":\"{name}\"}}'\n```\n\n\
+                 {js}`weft adapt` prints the envoy.yaml snippet that loads the Proxy-Wasm module (add \
+                 `--oci <dir>` for an image Istio's `WasmPlugin` pulls).\n"
+            )
+        }
+        _ => String::new(),
     };
     let behaviour = if p.world == World::HttpFilter {
         "A request whose path starts with `/deny` gets a local `403` (`{\"error\":\"denied\"}`), the upstream \
@@ -396,8 +408,14 @@ fn readme(p: &NewProject, wit_world: &str) -> String {
          weft test {name}.wasm --input {first_fixture} --config '{{\"value\":\"other\"}}'   # prints the output\n```\n\n\
          `weft test … --output <file>` writes the output, e.g. to make a new expected file.\n\n\
          ## Run it\n\n```sh\nweft run weft.yaml\n```\n{adapt}\n\
-         See the weft guide for {lang}: write, build, test, adapt, deploy.\n",
+         The weft guide for {lang} (docs/guides/{guide}.md in the weft repository) has the rest: \
+         the API, building, testing, adapting, deploying.\n",
         lang = p.lang,
+        guide = match p.lang {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "javascript",
+        },
     )
 }
 
