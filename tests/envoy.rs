@@ -112,6 +112,22 @@ impl Seen {
 /// The request header that sets the upstream's answer status (e.g. `x-upstream-status: 503`).
 pub const UPSTREAM_STATUS_HEADER: &str = "x-upstream-status";
 
+/// Headers a proxy adds or rewrites by itself, not because of the filter: what the tests that
+/// compare weft's proxy with Envoy leave out of what the upstream saw (docs/PROXY.md lists the
+/// differences).
+pub const PROXY_OWN: &[&str] = &[
+    "x-forwarded-proto",
+    "x-forwarded-for",
+    "x-request-id",
+    "x-envoy-expected-rq-timeout-ms",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "via",
+    // The client names each proxy's own address.
+    "host",
+];
+
 /// A loopback HTTP/1.1 upstream (hyper on its own tokio runtime and thread): records every
 /// request and answers with [`Seen::echo`] as JSON, status 200 unless the request carries
 /// [`UPSTREAM_STATUS_HEADER`]. Stopped on drop.

@@ -11,23 +11,9 @@
 use std::path::Path;
 
 use weft_tests::envoy::{
-    Envoy, EnvoyConfig, HttpResponse, Seen, Upstream, WasmFilter, http_request,
+    Envoy, EnvoyConfig, HttpResponse, PROXY_OWN, Seen, Upstream, WasmFilter, http_request,
 };
 use weft_tests::guests;
-
-/// Headers a proxy adds or rewrites by itself, not because of the filter.
-const PROXY_OWN: &[&str] = &[
-    "x-forwarded-proto",
-    "x-forwarded-for",
-    "x-request-id",
-    "x-envoy-expected-rq-timeout-ms",
-    "connection",
-    "transfer-encoding",
-    "keep-alive",
-    "via",
-    // The client names each proxy's own address.
-    "host",
-];
 
 /// One request of the corpus.
 struct Req {

@@ -13,21 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use weft_tests::envoy::{Envoy, EnvoyConfig, Upstream, WasmFilter, http_request};
+use weft_tests::envoy::{Envoy, EnvoyConfig, PROXY_OWN, Upstream, WasmFilter, http_request};
 use weft_tests::workspace;
-
-/// Headers a proxy adds or rewrites by itself (as in envoy_differential.rs).
-const PROXY_OWN: &[&str] = &[
-    "x-forwarded-proto",
-    "x-forwarded-for",
-    "x-request-id",
-    "x-envoy-expected-rq-timeout-ms",
-    "connection",
-    "transfer-encoding",
-    "keep-alive",
-    "via",
-    "host",
-];
 
 /// Builds `guests/<lang>/edge-filter` once per test binary.
 fn component(lang: &str) -> PathBuf {

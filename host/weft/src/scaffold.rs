@@ -158,50 +158,49 @@ pub fn files(p: &NewProject) -> anyhow::Result<Vec<(PathBuf, String)>> {
                 "Cargo.toml".into(),
                 fill(RUST_CARGO).replace("{{sdk}}", &sdk_dependency(&sdk)),
             ));
-            out.push((
-                "src/lib.rs".into(),
-                fill(&source.replace("{{settings}}", RUST_SETTINGS)),
-            ));
+            let source = source
+                .replace("{{settings}}", RUST_SETTINGS)
+                .replace("{{span}}", RUST_SPAN_IMPL)
+                .replace("{{log}}", RUST_LOG_IMPL);
+            out.push(("src/lib.rs".into(), fill(&source)));
         }
-        Lang::Python => {
-            let source = if p.world == World::HttpFilter {
-                PY_HTTP
+        Lang::Python | Lang::Js => {
+            let python = p.lang == Lang::Python;
+            let (otlp, http, lifecycle) = if python {
+                (PY_OTLP, PY_HTTP, PY_LIFECYCLE)
             } else {
-                PY_OTLP
+                (JS_OTLP, JS_HTTP, JS_LIFECYCLE)
             };
-            let mut app = fill(source);
-            if p.world != World::HttpFilter {
-                app = python_exports(&app, p.world);
-            }
-            out.push(("app.py".into(), app));
-            if p.world == World::HttpFilter {
-                out.push(("filter.py".into(), fill(PY_HTTP_STREAM)));
-            }
-            out.push(("pyproject.toml".into(), fill(PY_PROJECT)));
-        }
-        Lang::Js => {
-            let source = if p.world == World::HttpFilter {
-                JS_HTTP
+            let filter = p.world == World::HttpFilter;
+            let app = fill(&if filter { http } else { otlp }.replace("{{lifecycle}}", lifecycle));
+            let app = if filter {
+                app
+            } else if python {
+                python_exports(&app, p.world)
             } else {
-                JS_OTLP
+                js_exports(&app, p.world)
             };
-            let mut app = fill(source);
-            if p.world != World::HttpFilter {
-                app = js_exports(&app, p.world);
-            }
-            out.push(("app.js".into(), app));
-            // An http filter leaves out every WASI feature, so `weft adapt` can make a
-            // Proxy-Wasm module of it (Envoy has no WASI): console output is dropped, `Date.now()`
-            // is the build's time and `Math.random()` repeats; use the weft imports instead.
-            let disable = if p.world == World::HttpFilter {
-                r#"["http", "fetch-event", "stdio", "random", "clocks"]"#
+            out.push((if python { "app.py" } else { "app.js" }.into(), app));
+            if python {
+                if filter {
+                    out.push(("filter.py".into(), fill(PY_HTTP_STREAM)));
+                }
+                out.push(("pyproject.toml".into(), fill(PY_PROJECT)));
             } else {
-                r#"["http", "fetch-event"]"#
-            };
-            out.push((
-                "package.json".into(),
-                fill(JS_PACKAGE).replace("{{js_disable}}", disable),
-            ));
+                // An http filter leaves out every WASI feature, so `weft adapt` can make a
+                // Proxy-Wasm module of it (Envoy has no WASI): console output is dropped,
+                // `Date.now()` is the build's time and `Math.random()` repeats; use the weft
+                // imports instead.
+                let disable = if filter {
+                    r#"["http", "fetch-event", "stdio", "random", "clocks"]"#
+                } else {
+                    r#"["http", "fetch-event"]"#
+                };
+                out.push((
+                    "package.json".into(),
+                    fill(JS_PACKAGE).replace("{{js_disable}}", disable),
+                ));
+            }
         }
     }
     if p.lang != Lang::Rust {
@@ -425,6 +424,10 @@ const RUST_SPAN: &str = include_str!("../templates/rust/span-processor.rs");
 const RUST_LOG: &str = include_str!("../templates/rust/log-transform.rs");
 const RUST_OTLP: &str = include_str!("../templates/rust/otlp-processor.rs");
 const RUST_HTTP: &str = include_str!("../templates/rust/http-filter.rs");
+const RUST_SPAN_IMPL: &str = include_str!("../templates/rust/span-impl.rs");
+const RUST_LOG_IMPL: &str = include_str!("../templates/rust/log-impl.rs");
+const PY_LIFECYCLE: &str = include_str!("../templates/python/lifecycle.py");
+const JS_LIFECYCLE: &str = include_str!("../templates/js/lifecycle.js");
 const PY_OTLP: &str = include_str!("../templates/python/otlp.py");
 const PY_HTTP: &str = include_str!("../templates/python/http-filter.py");
 const PY_HTTP_STREAM: &str = include_str!("../templates/python/http-filter-stream.py");

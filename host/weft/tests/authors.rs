@@ -177,27 +177,35 @@ fn changed_output_fails_with_a_diff(
     assert!(out.is_empty(), "--expect printed the output too: {out}");
 }
 
-#[test]
-fn rust_plugins_of_every_world_are_created_built_and_tested_outside_the_repository() {
+/// Every world in `lang`, then the change `(from, to)` to the project of `WORLDS[changed]` in
+/// `source`, which `--expect` over `fixture` must catch.
+fn every_world(lang: &str, changed: usize, source: &str, change: (&str, &str), fixture: &str) {
     let root = tempfile::tempdir().expect("tempdir");
     assert!(!root.path().starts_with(workspace()));
-    let mut projects = Vec::new();
-    for world in WORLDS {
-        projects.push(new_build_test(root.path(), "rust", world));
+    let projects: Vec<(PathBuf, String)> = WORLDS
+        .iter()
+        .map(|world| new_build_test(root.path(), lang, world))
+        .collect();
+    if lang == "rust" {
+        let cargo = std::fs::read_to_string(projects[0].0.join("Cargo.toml")).expect("Cargo.toml");
+        let sdk = workspace().join("guests/sdk").canonicalize().expect("sdk");
+        assert!(
+            cargo.contains(&format!(
+                "weft-guest = {{ path = {:?} }}",
+                sdk.display().to_string()
+            )),
+            "{cargo}"
+        );
     }
-    let cargo = std::fs::read_to_string(projects[0].0.join("Cargo.toml")).expect("Cargo.toml");
-    let sdk = workspace().join("guests/sdk").canonicalize().expect("sdk");
-    assert!(
-        cargo.contains(&format!(
-            "weft-guest = {{ path = {:?} }}",
-            sdk.display().to_string()
-        )),
-        "{cargo}"
-    );
-    let (dir, name) = &projects[0];
-    changed_output_fails_with_a_diff(
-        dir,
-        name,
+    let (dir, name) = &projects[changed];
+    changed_output_fails_with_a_diff(dir, name, source, change, fixture);
+}
+
+#[test]
+fn rust_plugins_of_every_world_are_created_built_and_tested_outside_the_repository() {
+    every_world(
+        "rust",
+        0,
         "src/lib.rs",
         ("\"tagged.by\"", "\"tagged.with\""),
         "fixtures/traces.json",
@@ -206,15 +214,9 @@ fn rust_plugins_of_every_world_are_created_built_and_tested_outside_the_reposito
 
 #[test]
 fn python_plugins_of_every_world_are_created_built_and_tested_outside_the_repository() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut projects = Vec::new();
-    for world in WORLDS {
-        projects.push(new_build_test(root.path(), "python", world));
-    }
-    let (dir, name) = &projects[1];
-    changed_output_fails_with_a_diff(
-        dir,
-        name,
+    every_world(
+        "python",
+        1,
         "app.py",
         ("\"tagged.by\"", "\"tagged.with\""),
         "fixtures/logs.json",
@@ -223,15 +225,9 @@ fn python_plugins_of_every_world_are_created_built_and_tested_outside_the_reposi
 
 #[test]
 fn javascript_plugins_of_every_world_are_created_built_and_tested_outside_the_repository() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut projects = Vec::new();
-    for world in WORLDS {
-        projects.push(new_build_test(root.path(), "js", world));
-    }
-    let (dir, name) = &projects[3];
-    changed_output_fails_with_a_diff(
-        dir,
-        name,
+    every_world(
+        "js",
+        3,
         "app.js",
         ("'x-tagged-by'", "'x-tagged-with'"),
         "fixtures/requests.json",

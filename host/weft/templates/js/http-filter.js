@@ -11,36 +11,7 @@ import { getProperty, setHeader } from 'weft:plugin/http@0.2.0';
 import { log } from 'weft:plugin/log@0.2.0';
 import { counterAdd } from 'weft:plugin/metrics@0.2.0';
 
-// Set by `init`, which runs once per instance before any stream.
-let value = '{{name}}';
-
-function invalid(message) {
-  return { tag: 'invalid-config', val: `{{name}}: ${message}` };
-}
-
-export const lifecycle = {
-  init() {
-    let cfg;
-    try {
-      cfg = JSON.parse(getJson() || '{}');
-    } catch (e) {
-      throw invalid(`configuration is not JSON: ${e.message}`);
-    }
-    if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) {
-      throw invalid('configuration must be a JSON object');
-    }
-    const unknown = Object.keys(cfg).filter((k) => k !== 'value').sort();
-    if (unknown.length > 0) {
-      throw invalid(`unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; expected only 'value'`);
-    }
-    const v = cfg.value ?? '{{name}}';
-    if (typeof v !== 'string' || v === '') {
-      throw invalid("'value' must be a non-empty string");
-    }
-    value = v;
-  },
-};
-
+{{lifecycle}}
 const CONTINUE = { tag: 'continue' };
 
 /** One request/response exchange (the `http-stream` resource). */

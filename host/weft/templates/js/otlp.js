@@ -11,42 +11,13 @@ import { getJson } from 'weft:plugin/config@0.2.0';
 
 const KEY = 'tagged.by';
 
-// Set by `init`, which runs once per instance before any batch.
-let value = '{{name}}';
-
-function invalid(message) {
-  return { tag: 'invalid-config', val: `{{name}}: ${message}` };
-}
-
+{{lifecycle}}
 /** The attributes with `tagged.by` set (replacing one already there). */
 function tag(attributes) {
   const kept = attributes.filter((kv) => kv.key !== KEY);
   kept.push({ key: KEY, value: { tag: 'str', val: value } });
   return kept;
 }
-
-export const lifecycle = {
-  init() {
-    let cfg;
-    try {
-      cfg = JSON.parse(getJson() || '{}');
-    } catch (e) {
-      throw invalid(`configuration is not JSON: ${e.message}`);
-    }
-    if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) {
-      throw invalid('configuration must be a JSON object');
-    }
-    const unknown = Object.keys(cfg).filter((k) => k !== 'value').sort();
-    if (unknown.length > 0) {
-      throw invalid(`unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}; expected only 'value'`);
-    }
-    const v = cfg.value ?? '{{name}}';
-    if (typeof v !== 'string' || v === '') {
-      throw invalid("'value' must be a non-empty string");
-    }
-    value = v;
-  },
-};
 
 // <spans>
 export const spans = {

@@ -17,37 +17,13 @@ from wit_world.imports.types import Error_InvalidConfig, KeyValue, Value_Str
 
 KEY = "tagged.by"
 
-# Set by `init`, which runs once per instance before any batch.
-_value = "{{name}}"
-
-
-def _invalid(message: str) -> Err:
-    return Err(Error_InvalidConfig("{{name}}: " + message))
-
+{{lifecycle}}
 
 def _tag(attributes):
     """The attributes with `tagged.by` set (replacing one already there)."""
     kept = [kv for kv in attributes if kv.key != KEY]
-    kept.append(KeyValue(KEY, Value_Str(_value)))
+    kept.append(KeyValue(KEY, Value_Str(value)))
     return kept
-
-
-class Lifecycle(exports.Lifecycle):
-    def init(self) -> None:
-        global _value
-        try:
-            cfg = json.loads(config.get_json() or "{}")
-        except ValueError as e:
-            raise _invalid(f"configuration is not JSON: {e}")
-        if not isinstance(cfg, dict):
-            raise _invalid("configuration must be a JSON object")
-        unknown = sorted(set(cfg) - {"value"})
-        if unknown:
-            raise _invalid(f"unknown key(s) {', '.join(map(repr, unknown))}; expected only 'value'")
-        value = cfg.get("value", "{{name}}")
-        if not isinstance(value, str) or not value:
-            raise _invalid("'value' must be a non-empty string")
-        _value = value
 
 
 # <spans>
