@@ -67,12 +67,13 @@ pub enum LoadError {
         message: String,
     },
     /// The plugin's `init` failed in another way (trapped, or returned another error).
-    #[error("plugin `{plugin}` failed to start: {source}")]
+    #[error("plugin `{plugin}` failed to start: {cause}")]
     Init {
         /// The plugin's name.
         plugin: String,
-        /// What happened.
-        source: Box<CallError>,
+        /// What happened. Not a `source`: the message already says it, and error reports that
+        /// print the chain (`{:#}`) would say it twice.
+        cause: Box<CallError>,
     },
     /// The host configuration of the plugin is wrong (limits, capabilities, config JSON).
     #[error("plugin `{plugin}`: {message}")]

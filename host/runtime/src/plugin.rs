@@ -941,7 +941,7 @@ impl<X: Send + 'static> Instances<X> {
             } => LoadError::InvalidConfig { plugin, message },
             other => LoadError::Init {
                 plugin: self.settings.name.clone(),
-                source: Box::new(other),
+                cause: Box::new(other),
             },
         })?;
         self.give_back(first);

@@ -26,20 +26,20 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A processor's plugin could not be loaded.
-    #[error("processors.{id}: {source}")]
+    #[error("processors.{id}: {cause}")]
     Plugin {
         /// The processor id.
         id: String,
-        /// Why.
-        source: LoadError,
+        /// Why (in the message, so not a `source`: a report of the chain would repeat it).
+        cause: LoadError,
     },
     /// A proxy's filter could not be loaded.
-    #[error("{key}: {source}")]
+    #[error("{key}: {cause}")]
     Filter {
         /// `proxies.<id>.filters.<name>`.
         key: String,
-        /// Why.
-        source: LoadError,
+        /// Why (in the message, as for `Plugin`).
+        cause: LoadError,
     },
     /// A listener could not bind.
     #[error(transparent)]
@@ -96,9 +96,9 @@ pub fn load_processors(
         .iter()
         .filter_map(|(id, p)| Some((id, p.wasm()?)))
     {
-        let plugin = load_processor(host, id, w).map_err(|source| StartError::Plugin {
+        let plugin = load_processor(host, id, w).map_err(|cause| StartError::Plugin {
             id: id.clone(),
-            source,
+            cause,
         })?;
         plugins.insert(id.clone(), plugin);
     }
@@ -115,9 +115,9 @@ pub fn load_filters(
     for (id, p) in &config.proxies {
         let mut filters = Vec::new();
         for f in &p.filters {
-            let filter = load_filter(host, id, f).map_err(|source| StartError::Filter {
+            let filter = load_filter(host, id, f).map_err(|cause| StartError::Filter {
                 key: weft_proxy::config::filter_key(id, &f.name),
-                source,
+                cause,
             })?;
             filters.push((f.name.clone(), filter));
         }
@@ -510,4 +510,41 @@ pub async fn start_with(
         collector,
         servers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_error_is_said_once_however_the_chain_is_printed() {
+        let link = LoadError::link(
+            "f.wasm",
+            "component imports instance `wasi:http/types@0.2.10`",
+        );
+        let e = anyhow::Error::from(StartError::Filter {
+            key: "proxies.edge.filters.js".into(),
+            cause: link,
+        });
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("cannot be linked").count(), 1, "{shown}");
+        let init = LoadError::Init {
+            plugin: "p".into(),
+            cause: Box::new(weft_runtime::CallError::Guest {
+                plugin: "p".into(),
+                kind: "other",
+                message: "boom".into(),
+            }),
+        };
+        let e = anyhow::Error::from(StartError::Plugin {
+            id: "wasm/p".into(),
+            cause: init,
+        });
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("boom").count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("processors.wasm/p: plugin `p` failed to start"),
+            "{shown}"
+        );
+    }
 }
