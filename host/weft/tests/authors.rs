@@ -3,7 +3,8 @@
 //! `--expect` over the fixtures the project came with (it must pass); `weft validate` of the
 //! project's weft.yaml; then one change to each language's plugin, rebuilt, for which `--expect`
 //! must fail with a diff that shows the change. And the errors an author meets: a bad name, a
-//! directory in use, a directory that is no project, a build tool that is not installed.
+//! directory in use, a directory that is no project, a build tool that is not installed, a
+//! JavaScript component built with the features that import wasi:http.
 //!
 //! Rust projects depend on this checkout's SDK by path (what `weft new` writes when weft was
 //! built from a checkout): the SDK's WIT travels with it. Python uses componentize-py from
@@ -274,6 +275,31 @@ fn authors_are_told_what_is_wrong_and_what_to_install() {
         assert!(!status.success(), "{lang} built without its tool");
         assert!(err.contains(needs), "{lang}: {err}");
     }
+
+    // A JavaScript plugin built with componentize-js's default features imports wasi:http, which
+    // weft does not provide: `weft test` must name the import and say how to build without it.
+    let (ok, out, err) = weft(r, "new-js-default", &["new", "js-default", "--lang", "js"]);
+    assert!(ok, "{out}{err}");
+    let package = r.join("js-default/package.json");
+    let text = std::fs::read_to_string(&package).expect("package.json");
+    let all_features = text.replace(r#""disable": ["http", "fetch-event"]"#, r#""disable": []"#);
+    assert_ne!(text, all_features, "{text}");
+    std::fs::write(&package, all_features).expect("write package.json");
+    let dir = r.join("js-default");
+    let (ok, out, err) = weft(&dir, "build-js-default", &["build"]);
+    assert!(ok, "a component with wasi:http still builds: {out}{err}");
+    let (ok, _, err) = weft(
+        &dir,
+        "test-js-default",
+        &["test", "js-default.wasm", "--input", "fixtures/traces.json"],
+    );
+    assert!(!ok, "a component importing wasi:http ran");
+    assert!(
+        err.contains("cannot be linked")
+            && err.contains("wasi:http/")
+            && err.contains("--disable http fetch-event"),
+        "{err}"
+    );
 
     // `--sdk <version>` depends on the registry's SDK; a component that is not there is named.
     let (ok, out, err) = weft(
