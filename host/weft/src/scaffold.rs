@@ -175,10 +175,8 @@ pub fn files(p: &NewProject) -> anyhow::Result<Vec<(PathBuf, String)>> {
             let app = fill(&if filter { http } else { otlp }.replace("{{lifecycle}}", lifecycle));
             let app = if filter {
                 app
-            } else if python {
-                python_exports(&app, p.world)
             } else {
-                js_exports(&app, p.world)
+                keep_exports(&app, p.world, if python { "#" } else { "//" })
             };
             out.push((if python { "app.py" } else { "app.js" }.into(), app));
             if python {
@@ -265,43 +263,47 @@ fn otlp_fixture(signal: &str, value: &str) -> anyhow::Result<(String, String)> {
         LOGS_FIXTURE
     };
     let data = read_otlp(input.as_bytes()).context("the template's fixture")?;
-    let tag = || KeyValue {
-        key: "tagged.by".into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
+    let retag = |attributes: &mut Vec<KeyValue>| {
+        attributes.retain(|kv| kv.key != "tagged.by");
+        attributes.push(KeyValue {
+            key: "tagged.by".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        });
     };
     let expected = if signal == "traces" {
         let mut req = data.traces();
-        for rs in &mut req.resource_spans {
-            for ss in &mut rs.scope_spans {
-                for span in &mut ss.spans {
-                    span.attributes.retain(|kv| kv.key != "tagged.by");
-                    span.attributes.push(tag());
-                }
-            }
+        let spans = req
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| &mut rs.scope_spans);
+        for span in spans.flat_map(|ss| &mut ss.spans) {
+            retag(&mut span.attributes);
         }
         weft_runtime::OtlpData::from_traces(&req)?
     } else {
         let mut req = data.logs();
-        for rl in &mut req.resource_logs {
-            for sl in &mut rl.scope_logs {
-                for record in &mut sl.log_records {
-                    record.attributes.retain(|kv| kv.key != "tagged.by");
-                    record.attributes.push(tag());
-                }
-            }
+        let scopes = req
+            .resource_logs
+            .iter_mut()
+            .flat_map(|rl| &mut rl.scope_logs);
+        for record in scopes.flat_map(|sl| &mut sl.log_records) {
+            retag(&mut record.attributes);
         }
         weft_runtime::OtlpData::from_logs(&req)?
     };
     Ok((input.to_string(), expected.to_json() + "\n"))
 }
 
-/// Python: the OTLP template's exports for `world` (spans, logs or both).
-fn python_exports(app: &str, world: World) -> String {
+/// The OTLP template's exports for `world` (spans, logs or both): the parts between
+/// `<spans>`/`</spans>` and `<logs>`/`</logs>` marker lines, comments starting with `comment`,
+/// are kept or dropped, the markers always dropped.
+fn keep_exports(app: &str, world: World, comment: &str) -> String {
     let keep = |marker: &str, on: bool, text: &str| -> String {
-        let (begin, end) = (format!("# <{marker}>\n"), format!("# </{marker}>\n"));
+        let begin = format!("{comment} <{marker}>\n");
+        let end = format!("{comment} </{marker}>\n");
         let mut out = String::new();
         let mut rest = text;
         while let Some(i) = rest.find(&begin) {
@@ -318,11 +320,6 @@ fn python_exports(app: &str, world: World) -> String {
     };
     let app = keep("spans", world != World::LogTransform, app);
     keep("logs", world != World::SpanProcessor, &app)
-}
-
-/// JavaScript: the same markers as Python, as `//` comments.
-fn js_exports(app: &str, world: World) -> String {
-    python_exports(&app.replace("// <", "# <"), world)
 }
 
 fn weft_yaml(world: World) -> &'static str {
