@@ -1,5 +1,6 @@
 //! Fusing the component's main core module with the glue into one core module.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
@@ -25,8 +26,33 @@ fn is_shared_library(module: &[u8]) -> bool {
         .any(|p| matches!(p, Ok(Payload::CustomSection(c)) if c.name() == "dylink.0"))
 }
 
-/// Finds the main core module of `component` and checks it targets the http-filter world.
-pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
+/// The module the glue is fused with.
+pub(crate) struct MainModule<'a> {
+    /// The component's main module, or the module its shared libraries were linked into.
+    pub bytes: Cow<'a, [u8]>,
+    /// How many core modules of the component it holds.
+    pub core_modules: usize,
+    /// What the linker noticed.
+    pub notes: Vec<String>,
+}
+
+/// Whether a core module imports WASI preview 1 (`wasi_snapshot_preview1`): a main module that
+/// wit-component links with its preview1 adapter module (componentize-js with stdio, clocks or
+/// random enabled).
+fn imports_preview1(module: &[u8]) -> bool {
+    Parser::new(0).parse_all(module).any(|p| match p {
+        Ok(Payload::ImportSection(r)) => r
+            .into_imports()
+            .any(|i| i.is_ok_and(|i| i.module == "wasi_snapshot_preview1")),
+        _ => false,
+    })
+}
+
+/// Finds the main core module of `component` and checks it targets the http-filter world. A
+/// component whose core modules import each other beyond wit-component's shims (shared
+/// libraries, or a main module that imports WASI preview 1 from wit-component's adapter module)
+/// is linked into one module first.
+pub(crate) fn main_module(component: &[u8]) -> Result<MainModule<'_>, AdaptError> {
     if component.len() < 8 || &component[..4] != b"\0asm" {
         return Err(AdaptError::NotWasm);
     }
@@ -64,10 +90,25 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
         }
     }
     let libraries = modules.iter().filter(|m| is_shared_library(m)).count();
-    if libraries > 0 {
-        return Err(AdaptError::DynamicallyLinked {
+    if libraries > 0 || modules.iter().any(|m| imports_preview1(m)) {
+        let linked = crate::link::link(component).map_err(|e| AdaptError::Link {
             modules: modules.len(),
             libraries,
+            cause: format!("{e:#}"),
+        })?;
+        let m = Module::parse(&linked.module).map_err(|e| AdaptError::Link {
+            modules: modules.len(),
+            libraries,
+            cause: e.to_string(),
+        })?;
+        if m.export_func(FILTER_MARK).is_none() {
+            let found = world_of(&component_exports, &m);
+            return Err(AdaptError::WrongWorld { found });
+        }
+        return Ok(MainModule {
+            bytes: Cow::Owned(linked.module),
+            core_modules: modules.len(),
+            notes: linked.notes,
         });
     }
     let mut mains = Vec::new();
@@ -91,7 +132,11 @@ pub(crate) fn main_module(component: &[u8]) -> Result<&[u8], AdaptError> {
         let found = world_of(&component_exports, &main);
         return Err(AdaptError::WrongWorld { found });
     }
-    Ok(bytes)
+    Ok(MainModule {
+        bytes: Cow::Borrowed(bytes),
+        core_modules: 1,
+        notes: Vec::new(),
+    })
 }
 
 /// Names the world a non-filter component targets, from what it exports.
@@ -144,6 +189,28 @@ fn unsupported_reason(module: &str) -> &'static str {
     }
 }
 
+/// Whether an import is a method, static function or destructor of a WASI resource that no
+/// function the glue provides ever hands out: Envoy gives filters no filesystem and no sockets,
+/// so `get-directories` answers no preopened directories and `create-tcp-socket`,
+/// `create-udp-socket` and `resolve-addresses` answer `access-denied`. No descriptor, socket or
+/// resolver stream can then exist, and the fuser satisfies these imports with functions that trap
+/// (`unreachable`). Language runtimes (libc, CPython) link them whether or not a plugin uses
+/// files or sockets.
+fn unobtainable(module: &str, name: &str) -> bool {
+    let resource_fn = ["[method]", "[static]", "[resource-drop]"]
+        .iter()
+        .any(|p| name.starts_with(p));
+    let module = normalize(module);
+    let unobtainable_iface = matches!(
+        module.as_str(),
+        "wasi:filesystem/types@0.2"
+            | "wasi:sockets/tcp@0.2"
+            | "wasi:sockets/udp@0.2"
+            | "wasi:sockets/ip-name-lookup@0.2"
+    );
+    resource_fn && unobtainable_iface
+}
+
 /// Index maps from one input module into the output.
 struct Remap {
     /// Output index of every function of the module, imported ones first.
@@ -156,10 +223,42 @@ struct Remap {
     name: &'static str,
     /// Whether the module may use its tables (the glue may not: its empty table is dropped).
     tables: bool,
+    /// Calls (by output function index) written as one instruction instead: the glue's calls of
+    /// the state getter and setter become `global.get`/`global.set` of the root pointer, its
+    /// calls of the synthesized no-op post-returns become `drop` or nothing. They are a call or
+    /// two in every callback.
+    inline: HashMap<u32, Inline>,
+}
+
+/// What a call of a synthesized function is written as (see [`Remap::inline`]).
+#[derive(Debug, Clone, Copy)]
+enum Inline {
+    GlobalGet(u32),
+    GlobalSet(u32),
+    Drop,
+    Nop,
 }
 
 impl Reencode for Remap {
     type Error = String;
+
+    fn instruction<'a>(
+        &mut self,
+        op: wasmparser::Operator<'a>,
+    ) -> Result<Instruction<'a>, ReencodeError<String>> {
+        if let wasmparser::Operator::Call { function_index } = op {
+            let out = self.function_index(function_index)?;
+            if let Some(inline) = self.inline.get(&out) {
+                return Ok(match *inline {
+                    Inline::GlobalGet(g) => Instruction::GlobalGet(g),
+                    Inline::GlobalSet(g) => Instruction::GlobalSet(g),
+                    Inline::Drop => Instruction::Drop,
+                    Inline::Nop => Instruction::Nop,
+                });
+            }
+        }
+        wasm_encoder::reencode::utils::instruction(self, op)
+    }
 
     fn function_index(&mut self, func: u32) -> Result<u32, ReencodeError<String>> {
         self.funcs.get(func as usize).copied().ok_or_else(|| {
@@ -230,6 +329,8 @@ pub(crate) fn fuse(main_bytes: &[u8], glue_bytes: &[u8]) -> Result<Adapted, Adap
         module: out.finish(),
         resolved: plan.resolved,
         main_module_size: main_bytes.len(),
+        core_modules: 1,
+        notes: Vec::new(),
     })
 }
 
@@ -256,7 +357,8 @@ fn check_main_imports(main: &Module) -> Result<(), AdaptError> {
 /// `[glue's env.proxy_* imports][main's functions][glue's functions][synthesized]`, where the
 /// synthesized functions are the state getter and setter (`weft:glue.state` / `set_state`) and
 /// two no-op `cabi_post_*` for guest exports that have none (one taking the export's `i32`
-/// result, one for exports without results). Its globals are the main module's,
+/// result, one for exports without results), then one trapping function per [`unobtainable`]
+/// import. Its globals are the main module's,
 /// then the glue's except its stack pointer (which becomes the guest's), then the glue's root
 /// pointer. Its types are the main module's, then the glue's, then the getter, setter and
 /// `() -> ()` types.
@@ -283,6 +385,9 @@ struct Plan<'a> {
     t_unit: u32,
     /// Imports of the main module and what satisfied each (reported in [`Adapted`]).
     resolved: Vec<(String, String)>,
+    /// Types (main-module type indices) of the trapping functions that satisfy
+    /// [`unobtainable`] imports, in output order after the other synthesized functions.
+    traps: Vec<u32>,
 }
 
 /// Output function indices of the main module and the glue, with what resolves their imports.
@@ -290,7 +395,10 @@ struct FunctionPlan<'a> {
     proxy_imports: Vec<(&'a str, u32)>,
     main_funcs: Vec<u32>,
     glue_funcs: Vec<u32>,
+    /// The synthesized state getter, setter, and no-op post-returns `(i32)` and `()`.
+    synth: [u32; 4],
     resolved: Vec<(String, String)>,
+    traps: Vec<u32>,
 }
 
 /// Lays out the output (see [`Plan`]): resolves the imports of both modules and maps their
@@ -300,7 +408,9 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
         proxy_imports,
         main_funcs,
         glue_funcs,
+        synth: [f_state_get, f_state_set, f_noop_post, f_noop_unit],
         resolved,
+        traps,
     } = plan_functions(main, glue)?;
     let GlobalPlan {
         main_globals,
@@ -323,6 +433,7 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
             types_offset: 0,
             name: "main module",
             tables: true,
+            inline: HashMap::new(),
         },
         glue: Remap {
             funcs: glue_funcs,
@@ -330,6 +441,12 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
             types_offset: main_types,
             name: "glue",
             tables: false,
+            inline: HashMap::from([
+                (f_state_get, Inline::GlobalGet(state_global)),
+                (f_state_set, Inline::GlobalSet(state_global)),
+                (f_noop_post, Inline::Drop),
+                (f_noop_unit, Inline::Nop),
+            ]),
         },
         glue_kept_globals,
         state_global,
@@ -338,6 +455,7 @@ fn plan<'a>(main: &Module<'a>, glue: &Module<'a>) -> Result<Plan<'a>, AdaptError
         t_set,
         t_unit,
         resolved,
+        traps,
     })
 }
 
@@ -388,9 +506,11 @@ fn plan_functions<'a>(
 
     // The main module's imports → glue functions.
     let mut resolved = Vec::new();
+    let mut traps = Vec::new();
+    let f_traps = synth_base + 4;
     let mut main_funcs = Vec::with_capacity(main.num_funcs() as usize);
     for imp in main.imports.iter() {
-        let TypeRef::Func(_) = imp.ty else { continue };
+        let TypeRef::Func(ty) = imp.ty else { continue };
         let key = format!("{}#{}", normalize(imp.module), imp.name);
         let out = glue_exports
             .get(key.as_str())
@@ -399,6 +519,11 @@ fn plan_functions<'a>(
             Some(o) => {
                 resolved.push((format!("{}#{}", imp.module, imp.name), key));
                 main_funcs.push(o);
+            }
+            None if unobtainable(imp.module, imp.name) => {
+                resolved.push((format!("{}#{}", imp.module, imp.name), "unreachable".into()));
+                main_funcs.push(f_traps + traps.len() as u32);
+                traps.push(ty);
             }
             None => {
                 return Err(AdaptError::Unsupported {
@@ -447,7 +572,9 @@ fn plan_functions<'a>(
         proxy_imports,
         main_funcs,
         glue_funcs,
+        synth: [f_state_get, f_state_set, f_noop_post, f_noop_unit],
         resolved,
+        traps,
     })
 }
 
@@ -542,6 +669,9 @@ fn emit_functions(out: &mut Encoder, main: &Module, glue: &Module, plan: &Plan) 
     funcs.function(plan.t_set);
     funcs.function(plan.t_set);
     funcs.function(plan.t_unit);
+    for t in &plan.traps {
+        funcs.function(*t);
+    }
     out.section(&funcs);
 }
 
@@ -687,6 +817,12 @@ fn emit_code(
     noop.instruction(&Instruction::End);
     code.function(&noop);
     code.function(&noop);
+    let mut trap = Function::new([]);
+    trap.instruction(&Instruction::Unreachable);
+    trap.instruction(&Instruction::End);
+    for _ in &plan.traps {
+        code.function(&trap);
+    }
     out.section(&code);
     Ok(())
 }
@@ -835,6 +971,65 @@ mod tests {
             }
             other => panic!("{:?}", other.map(|a| a.resolved)),
         }
+    }
+
+    #[test]
+    fn methods_of_resources_the_glue_never_hands_out_trap() {
+        let main = synthetic_main(&[
+            ("wasi:sockets/tcp-create-socket@0.2.0", "create-tcp-socket"),
+            ("wasi:sockets/tcp@0.2.0", "[method]tcp-socket.start-connect"),
+            ("wasi:sockets/tcp@0.2.0", "[resource-drop]tcp-socket"),
+            ("wasi:filesystem/types@0.2.0", "[method]descriptor.read"),
+        ]);
+        let adapted = fuse(&main, crate::GLUE).expect("fuses");
+        crate::verify(&adapted.module).expect("verifies");
+        let how: Vec<&str> = adapted.resolved.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(
+            how,
+            [
+                "wasi:sockets/tcp-create-socket@0.2#create-tcp-socket",
+                "unreachable",
+                "unreachable",
+                "unreachable"
+            ]
+        );
+        // Not a method of a resource: refused, as before.
+        assert!(!unobtainable("wasi:sockets/tcp@0.2.0", "start-connect"));
+        assert!(!unobtainable(
+            "wasi:io/streams@0.2.0",
+            "[method]input-stream.read"
+        ));
+    }
+
+    #[test]
+    fn the_output_calls_no_synthesized_accessor_or_no_op() {
+        let main_bytes = synthetic_main(&[]);
+        let main = Module::parse(&main_bytes).expect("parses");
+        let glue = Module::parse(crate::GLUE).expect("parses");
+        let inlined: Vec<u32> = plan(&main, &glue)
+            .expect("plans")
+            .glue
+            .inline
+            .into_keys()
+            .collect();
+        assert_eq!(inlined.len(), 4);
+        let adapted = fuse(&main_bytes, crate::GLUE).expect("fuses");
+        let mut calls = 0;
+        for payload in Parser::new(0).parse_all(&adapted.module) {
+            if let Ok(Payload::CodeSectionEntry(body)) = payload {
+                let mut ops = body.get_operators_reader().expect("operators");
+                while !ops.eof() {
+                    if let wasmparser::Operator::Call { function_index } = ops.read().expect("op") {
+                        calls += 1;
+                        assert!(
+                            !inlined.contains(&function_index),
+                            "a call of synthesized function {function_index} is left"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(calls > 100, "{calls} calls: the glue's code was scanned");
     }
 
     #[test]

@@ -16,10 +16,14 @@
 //! * the output exports the glue's `proxy_*` functions, the memory, and the guest's
 //!   `_initialize` if it has one; it imports only `env.proxy_*`.
 //!
+//! A component made of shared libraries (componentize-py) is first linked into one core module
+//! (adapters/src/link), which then plays the main module.
+//!
 //! [`verify`] then checks the result the way Envoy will see it (see its docs); [`adapt`] always
 //! runs it.
 
 mod fuse;
+mod link;
 mod module;
 pub mod oci;
 mod verify;
@@ -56,19 +60,21 @@ pub enum AdaptError {
          with one main module (Rust/C guests built with wit-bindgen)"
     )]
     ManyMemories(usize),
-    /// The component links shared libraries at instantiation (componentize-py: libc,
-    /// libpython and the app's bindings as `dylink.0` modules sharing one memory and table).
+    /// The component's core modules are linked at instantiation (componentize-py: libc,
+    /// libpython and the app's bindings as `dylink.0` shared libraries; componentize-js with
+    /// WASI features: SpiderMonkey and the preview1 adapter), and merging its core instances
+    /// into one module failed.
     #[error(
-        "the component is {modules} core modules linked when it is instantiated ({libraries} \
-         shared libraries with `dylink.0`, e.g. componentize-py's libc and libpython); weft \
-         adapt fuses components with one main module (Rust, C, componentize-js) and does not link \
-         shared libraries yet. The component runs in weft's filter proxy (`weft test`, `weft run`)"
+        "the component is {modules} core modules linked when it is instantiated ({libraries} of \
+         them shared libraries with `dylink.0`), and linking them into one module failed: {cause}"
     )]
-    DynamicallyLinked {
+    Link {
         /// Core modules in the component.
         modules: usize,
         /// How many of them are shared libraries.
         libraries: usize,
+        /// What the linker could not do.
+        cause: String,
     },
     /// The component targets another world.
     #[error(
@@ -104,14 +110,22 @@ pub struct Adapted {
     pub module: Vec<u8>,
     /// Imports of the component's main module and how each was satisfied.
     pub resolved: Vec<(String, String)>,
-    /// Size of the component's main core module, for comparison.
+    /// Size of the component's main core module, for comparison (for a component of shared
+    /// libraries, the size of the module they were linked into).
     pub main_module_size: usize,
+    /// Core modules of the component that went into the output: 1, or every module of a
+    /// component of shared libraries.
+    pub core_modules: usize,
+    /// What linking a component of shared libraries noticed (empty for one main module).
+    pub notes: Vec<String>,
 }
 
 /// Adapts an http-filter component (its bytes) into a verified Proxy-Wasm 0.2.1 module.
 pub fn adapt(component: &[u8]) -> Result<Adapted, AdaptError> {
     let main = fuse::main_module(component)?;
-    let adapted = fuse::fuse(main, GLUE)?;
+    let mut adapted = fuse::fuse(&main.bytes, GLUE)?;
+    adapted.core_modules = main.core_modules;
+    adapted.notes = main.notes;
     verify(&adapted.module)?;
     Ok(adapted)
 }

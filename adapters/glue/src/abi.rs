@@ -119,6 +119,9 @@ pub(crate) struct StreamError {
 /// `stream-error` case `closed`.
 pub(crate) const STREAM_CLOSED: u8 = 1;
 
+/// `wasi:sockets/network.error-code` case `access-denied` (cases: `unknown`, `access-denied`, …).
+pub(crate) const SOCKET_ACCESS_DENIED: u8 = 1;
+
 /// `lifecycle.init` returns `result<_, error>`.
 pub(crate) type InitResult = Tagged<Error>;
 /// `filter.action`: `continue`, `pause`, `respond(response)`.

@@ -16,7 +16,7 @@ use crate::handles::Handles;
 use crate::header_map;
 use crate::json;
 use crate::mem::{alloc, bytes};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -754,12 +754,41 @@ unsafe fn metric_id(
     labels: *const Pair,
     n: usize,
 ) -> Option<u32> {
+    // SAFETY: the caller's contract: the name and the labels are valid (and not in the scratch
+    // buffer, which the miss path below writes).
+    let (name, labels) = unsafe { (bytes(name, name_len), pairs(labels, n)) };
+    let len = labels
+        .clone()
+        .fold(name.len(), |n, (k, v)| n + 2 + k.len() + v.len());
+    // Whether a defined name is `name.k1.v1…`, compared piece by piece. (`dot` is on the
+    // stack: a promoted `&[b'.']` would be a data segment, which the glue may not have.)
+    let dot = [b'.'];
+    let is_name = |mut defined: &[u8]| {
+        let mut piece = |p: &[u8]| match defined.split_at_checked(p.len()) {
+            Some((head, tail)) if metrics::same_bytes(head, p) => {
+                defined = tail;
+                true
+            }
+            _ => false,
+        };
+        if !piece(name) {
+            return false;
+        }
+        for (key, value) in labels.clone() {
+            if !(piece(&dot) && piece(key) && piece(&dot) && piece(value)) {
+                return false;
+            }
+        }
+        defined.is_empty()
+    };
+    // The common case: a metric defined before, found without building its name.
+    if let Some(id) = State::with(|s| s.metrics.find_with(kind, len, is_name)) {
+        return Some(id);
+    }
     let (found, full, full_len) = State::with(|s| {
         s.scratch.clear();
-        // SAFETY: the caller's contract; the guest's strings are not in the scratch buffer.
-        s.scratch.push(unsafe { bytes(name, name_len) });
-        // SAFETY: the caller's contract.
-        for (key, value) in unsafe { pairs(labels, n) } {
+        s.scratch.push(name);
+        for (key, value) in labels {
             s.scratch.push_byte(b'.');
             s.scratch.push(key);
             s.scratch.push_byte(b'.');
@@ -1223,6 +1252,101 @@ extern "C" fn wasi_pollable_block(_h: u32) {}
 #[unsafe(export_name = "wasi:io/poll@0.2#[method]pollable.ready")]
 extern "C" fn wasi_pollable_ready(_h: u32) -> u32 {
     1
+}
+
+/// `poll(list<borrow<pollable>>) -> list<u32>`: every pollable is ready. Proxy-Wasm has no way
+/// to block a callback, so the glue's pollables (clock subscriptions, stream readiness) are ready
+/// at once; a guest that sleeps does not sleep.
+#[unsafe(export_name = "wasi:io/poll@0.2#poll")]
+unsafe extern "C" fn wasi_poll(_list: *const u32, len: usize, ret: *mut List) {
+    let p = if len == 0 {
+        core::ptr::dangling_mut::<u8>()
+    } else {
+        alloc(len * 4, 4)
+    };
+    for i in 0..len {
+        // SAFETY: `p` is a fresh block of `len` u32s.
+        unsafe { p.cast::<u32>().add(i).write(i as u32) };
+    }
+    // SAFETY: the ABI: `ret` is a `list<u32>` return area.
+    unsafe { put(ret, List::new(p, len)) };
+}
+
+#[unsafe(export_name = "wasi:clocks/monotonic-clock@0.2#subscribe-instant")]
+extern "C" fn wasi_subscribe_instant(_when: u64) -> u32 {
+    1
+}
+
+#[unsafe(export_name = "wasi:clocks/monotonic-clock@0.2#subscribe-duration")]
+extern "C" fn wasi_subscribe_duration(_after: u64) -> u32 {
+    1
+}
+
+#[unsafe(export_name = "wasi:io/streams@0.2#[method]input-stream.subscribe")]
+extern "C" fn wasi_input_subscribe(_h: u32) -> u32 {
+    1
+}
+
+/// `get-directories`: Envoy gives filters no filesystem, so no directory is preopened (and no
+/// `descriptor` ever exists: the fuser makes its methods trap).
+#[unsafe(export_name = "wasi:filesystem/preopens@0.2#get-directories")]
+unsafe extern "C" fn wasi_get_directories(ret: *mut List) {
+    // SAFETY: the ABI: `ret` is a `list<tuple<descriptor, string>>` return area.
+    unsafe { put(ret, List::empty()) };
+}
+
+/// `filesystem-error-code(borrow<error>) -> option<error-code>`: the glue's stream errors are
+/// never filesystem errors.
+#[unsafe(export_name = "wasi:filesystem/types@0.2#filesystem-error-code")]
+unsafe extern "C" fn wasi_filesystem_error_code(_error: u32, ret: *mut u8) {
+    // SAFETY: the ABI: an `option<error-code>` return area; `none`.
+    unsafe { put_tag(ret, 0) };
+}
+
+/// `instance-network`: a handle that only the socket constructors below accept (and refuse).
+#[unsafe(export_name = "wasi:sockets/instance-network@0.2#instance-network")]
+extern "C" fn wasi_instance_network() -> u32 {
+    1
+}
+
+#[unsafe(export_name = "wasi:sockets/network@0.2#[resource-drop]network")]
+extern "C" fn wasi_drop_network(_h: u32) {}
+
+/// `err(access-denied)` of a `result<own<_>, error-code>` at `ret`: Envoy gives filters no
+/// sockets (they call out with `dispatch-http-call`).
+///
+/// # Safety
+///
+/// `ret` is the return area of such a result (tag at 0, payload at 4).
+unsafe fn socket_denied(ret: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        put_tag(ret, 1);
+        put(ret.add(4), abi::SOCKET_ACCESS_DENIED);
+    }
+}
+
+#[unsafe(export_name = "wasi:sockets/tcp-create-socket@0.2#create-tcp-socket")]
+unsafe extern "C" fn wasi_create_tcp_socket(_family: u32, ret: *mut u8) {
+    // SAFETY: the ABI: `ret` is a `result<tcp-socket, error-code>` return area.
+    unsafe { socket_denied(ret) };
+}
+
+#[unsafe(export_name = "wasi:sockets/udp-create-socket@0.2#create-udp-socket")]
+unsafe extern "C" fn wasi_create_udp_socket(_family: u32, ret: *mut u8) {
+    // SAFETY: the ABI: `ret` is a `result<udp-socket, error-code>` return area.
+    unsafe { socket_denied(ret) };
+}
+
+#[unsafe(export_name = "wasi:sockets/ip-name-lookup@0.2#resolve-addresses")]
+unsafe extern "C" fn wasi_resolve_addresses(
+    _network: u32,
+    _name: *const u8,
+    _len: usize,
+    ret: *mut u8,
+) {
+    // SAFETY: the ABI: `ret` is a `result<resolve-address-stream, error-code>` return area.
+    unsafe { socket_denied(ret) };
 }
 
 #[unsafe(export_name = "wasi:io/streams@0.2#[resource-drop]input-stream")]

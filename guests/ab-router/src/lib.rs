@@ -90,6 +90,9 @@ pub struct AbRouter {
     /// `(upper bound, version)`: a bucket `b` goes to the first arm with `b < bound`.
     bounds: Vec<(u64, String)>,
     default: String,
+    /// The `ab_requests{version}` labels of every version, built once: a request allocates
+    /// nothing for its metric (the native SDK filter likewise defines its metric ids once).
+    labels: Vec<(String, [(String, String); 1])>,
 }
 
 impl AbRouter {
@@ -121,10 +124,17 @@ impl AbRouter {
             .default
             .clone()
             .unwrap_or_else(|| settings.split[0].version.clone());
+        let mut labels: Vec<(String, [(String, String); 1])> = Vec::new();
+        for version in bounds.iter().map(|(_, v)| v).chain([&default]) {
+            if !labels.iter().any(|(v, _)| v == version) {
+                labels.push((version.clone(), [("version".into(), version.clone())]));
+            }
+        }
         Ok(AbRouter {
             settings,
             bounds,
             default,
+            labels,
         })
     }
 
@@ -155,9 +165,11 @@ impl HttpFilter for AbRouter {
 
     fn on_request_headers(&mut self, _: &mut (), _: u32, _: bool) -> Action {
         let user = http::request_header(&self.settings.header);
-        let version = self.choose(user.as_deref()).to_string();
-        http::set_request_header(&self.settings.target, &version);
-        metrics::counter_add("ab_requests", &[("version".into(), version)], 1);
+        let version = self.choose(user.as_deref());
+        http::set_request_header(&self.settings.target, version);
+        if let Some((_, labels)) = self.labels.iter().find(|(v, _)| v == version) {
+            metrics::counter_add("ab_requests", labels, 1);
+        }
         Action::Continue
     }
 }

@@ -531,11 +531,18 @@ fn run_adapt(
         .and_then(|s| s.to_str())
         .unwrap_or("weft_filter")
         .replace('-', "_");
+    let main = if adapted.core_modules > 1 {
+        format!(
+            "{} core modules linked into one of {} bytes",
+            adapted.core_modules, adapted.main_module_size
+        )
+    } else {
+        format!("main module {} bytes", adapted.main_module_size)
+    };
     eprintln!(
-        "adapted {} ({} bytes, main module {} bytes) -> {} ({} bytes, Proxy-Wasm 0.2.1, verified) in {:.1} ms",
+        "adapted {} ({} bytes, {main}) -> {} ({} bytes, Proxy-Wasm 0.2.1, verified) in {:.1} ms",
         component.display(),
         bytes.len(),
-        adapted.main_module_size,
         output.display(),
         adapted.module.len(),
         started.elapsed().as_secs_f64() * 1e3
