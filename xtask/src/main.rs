@@ -11,6 +11,9 @@
 //! - `cargo xtask bench [filter]`: the criterion benchmarks (tables in docs/PERFORMANCE.md);
 //!   `cargo xtask bench pipeline`: weft vs rotel and the OpenTelemetry Collector under OTLP load
 //!   (rotel from tests/peers/requirements-bench.txt, installed into `.venv` if missing);
+//!   `cargo xtask bench proxy-wasm`: ab-router's native SDK filter and adapted component in
+//!   wasmtime with an emulated Proxy-Wasm host: wasm instructions and host calls per request
+//!   (deterministic, unlike the Envoy numbers on a 2-core machine);
 //!   `cargo xtask bench envoy`: the ab-router plugin in Envoy, native SDK filter vs the adapted
 //!   component (needs `wrk`; Envoy comes from the tests/peers venv).
 
@@ -239,6 +242,15 @@ fn bench(filter: Option<&str>) -> anyhow::Result<()> {
     match filter {
         Some("pipeline") => return pipeline_bench::run(&workspace(), &cargo()),
         Some("envoy") => return envoy_bench::run(&workspace(), &cargo()),
+        Some("proxy-wasm") => {
+            return run(Command::new(cargo()).current_dir(workspace()).args([
+                "bench",
+                "-p",
+                "weft-tests",
+                "--bench",
+                "proxy_wasm",
+            ]));
+        }
         _ => {}
     }
     build_guests()?;
