@@ -7,8 +7,7 @@
 //! digits replaced (content-length rewritten), a response header, and a counter with a label.
 //! One request corpus goes through every proxy; the statuses, what the upstream saw (method,
 //! path, filter-visible headers, body) and the filter's response header must be the same, and
-//! Envoy must show the plugin's counter in its stats and its line in its log. The Python
-//! filter does not adapt yet (componentize-py links shared libraries): its refusal is checked.
+//! Envoy must show the plugin's counter in its stats and its line in its log.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -16,11 +15,19 @@ use std::sync::OnceLock;
 use weft_tests::envoy::{Envoy, EnvoyConfig, PROXY_OWN, Upstream, WasmFilter, http_request};
 use weft_tests::workspace;
 
-/// Builds `guests/<lang>/edge-filter` once per test binary.
+/// Builds `guests/<lang>/edge-filter` once per test binary. `js-wasi` is the JavaScript filter
+/// built with componentize-js's stdio, random and clocks features left on (only `http` and
+/// `fetch-event` disabled): its SpiderMonkey module then imports WASI preview 1 through
+/// wit-component's adapter module, so the component is 4 core modules to link.
 fn component(lang: &str) -> PathBuf {
     static JS: OnceLock<PathBuf> = OnceLock::new();
+    static JS_WASI: OnceLock<PathBuf> = OnceLock::new();
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if lang == "js" { &JS } else { &PY };
+    let cell = match lang {
+        "js" => &JS,
+        "js-wasi" => &JS_WASI,
+        _ => &PY,
+    };
     cell.get_or_init(|| {
         let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("languages");
         std::fs::create_dir_all(&out_dir).expect("scratch");
@@ -31,7 +38,24 @@ fn component(lang: &str) -> PathBuf {
                 workspace().join("tests/peers/node/node_modules/.bin/componentize-js"),
             ),
         };
-        let project = workspace().join("guests").join(lang).join("edge-filter");
+        let mut project = workspace().join("guests").join(lang).join("edge-filter");
+        if lang == "js-wasi" {
+            project = out_dir.join("js-wasi-edge-filter");
+            let _ = std::fs::remove_dir_all(&project);
+            std::fs::create_dir_all(&project).expect("project dir");
+            let js = workspace().join("guests/js/edge-filter");
+            std::fs::copy(js.join("app.js"), project.join("app.js")).expect("app.js");
+            let manifest = std::fs::read_to_string(js.join("package.json")).expect("package.json");
+            let wit = workspace().join("wit").display().to_string();
+            let manifest = manifest
+                .replace("\"../../../wit\"", &format!("{wit:?}"))
+                .replace(
+                    r#"["http", "fetch-event", "stdio", "random", "clocks"]"#,
+                    r#"["http", "fetch-event"]"#,
+                );
+            assert!(manifest.contains(r#""disable": ["http", "fetch-event"]"#), "{manifest}");
+            std::fs::write(project.join("package.json"), manifest).expect("package.json");
+        }
         weft::builder::build_with(&project, Some(&out), &tools).unwrap_or_else(|e| {
             panic!(
                 "building {}: {e:#} (the tools come from `bash tests/peers/setup-python.sh` and `bash tests/peers/setup-node.sh`)",
@@ -207,13 +231,32 @@ fn through_envoy(component: &Path, config: &str, lang: &str) -> Vec<Outcome> {
     outcomes
 }
 
+/// The corpus through weft's filter proxy, checked, then through Envoy: the same outcomes.
+fn same_in_weft_and_envoy(component: &Path, lang: &str) {
+    let weft = through_weft(component, "{}");
+    check_expected(&weft, lang);
+    let envoy = through_envoy(component, "{}", lang);
+    assert_eq!(weft, envoy, "left weft, right Envoy");
+}
+
 #[test]
 fn a_javascript_filter_behaves_the_same_in_weft_and_adapted_in_envoy() {
-    let js = component("js");
-    let weft = through_weft(&js, "{}");
-    check_expected(&weft, "js");
-    let envoy = through_envoy(&js, "{}", "js");
-    assert_eq!(weft, envoy, "left weft, right Envoy");
+    same_in_weft_and_envoy(&component("js"), "js");
+}
+
+/// With WASI stdio, clocks and random on, the component links SpiderMonkey with wit-component's
+/// preview1 adapter: `weft adapt` links the two and maps poll, streams, clocks and random onto
+/// Proxy-Wasm. It must behave as the JavaScript filter built without them.
+#[test]
+fn a_javascript_filter_with_wasi_features_adapts_and_behaves_the_same_in_envoy() {
+    let js = component("js-wasi");
+    let adapted = weft_adapt::adapt(&std::fs::read(&js).expect("component")).expect("adapts");
+    assert!(
+        adapted.core_modules > 1,
+        "{} core modules",
+        adapted.core_modules
+    );
+    same_in_weft_and_envoy(&js, "js");
 }
 
 #[test]
@@ -224,22 +267,11 @@ fn the_python_and_javascript_filters_do_the_same_in_weft() {
     assert_eq!(py, js, "left Python, right JavaScript");
 }
 
-/// componentize-py links libc, libpython and the bindings as shared libraries when the
-/// component is instantiated; the fuser does not link them yet and must say so (not, as it
-/// once did, that the component is of another world).
+/// componentize-py's component is 14 core modules linked when it is instantiated (libc,
+/// libpython, the runtime and the bindings as `dylink.0` shared libraries); `weft adapt` links
+/// them into one module, then fuses the glue in. The result must behave in Envoy as the same
+/// component does in weft.
 #[test]
-fn adapting_the_python_filter_is_refused_naming_its_shared_libraries() {
-    let bytes = std::fs::read(component("python")).expect("component");
-    let err = weft_adapt::adapt(&bytes).expect_err("the Python filter is not adaptable yet");
-    match &err {
-        weft_adapt::AdaptError::DynamicallyLinked { modules, libraries } => {
-            assert!(*libraries >= 3 && modules > libraries, "{err}");
-        }
-        other => panic!("refused for another reason: {other}"),
-    }
-    let message = err.to_string();
-    assert!(
-        message.contains("dylink.0") && message.contains("weft's filter proxy"),
-        "{message}"
-    );
+fn a_python_filter_behaves_the_same_in_weft_and_adapted_in_envoy() {
+    same_in_weft_and_envoy(&component("python"), "python");
 }

@@ -4,11 +4,15 @@
 //! - (b) the native SDK filter (bench/native-filter: the same logic on proxy-wasm-rust-sdk),
 //! - (c) the adapted component (`weft adapt` of guests/ab-router),
 //! - (d) the same logic in JavaScript (guests/js/ab-router, `weft build` with componentize-js
-//!   from tests/peers/node, then `weft adapt`). A Python filter is not measured: `weft adapt`
-//!   refuses componentize-py components (shared libraries), and the table says so.
+//!   from tests/peers/node, then `weft adapt`),
+//! - (e) the same logic in Python (guests/python/ab-router, `weft build` with componentize-py
+//!   from .venv, then `weft adapt`, which links its 14 core modules into one).
 //!
 //! Envoy runs with `--concurrency 1` (one worker thread): the machine this was written for has
-//! two cores, so the worker gets one and the load generators and the upstream share the other.
+//! two cores, so Envoy (every thread, once it is ready) is pinned to CPU 1 and this process (the
+//! upstream, the open-loop generator) and wrk to CPU 0 with `taskset` (util-linux), so the two
+//! sides do not steal each other's core. Without taskset or a second CPU it runs unpinned and
+//! says so.
 //! Variants alternate (the order rotates every repetition), [`REPS`] repetitions, medians.
 //! Per run:
 //!
@@ -59,6 +63,9 @@ const OPEN_SECONDS: u64 = 8;
 const MAX_IN_FLIGHT: usize = 128;
 /// Envoy worker threads.
 const CONCURRENCY: u32 = 1;
+/// The CPU Envoy is pinned to, and the one the load side (this process, wrk) is pinned to.
+const ENVOY_CPU: &str = "1";
+const LOAD_CPU: &str = "0";
 
 /// The plugin configuration of (b) and (c).
 const PLUGIN_CONFIG: &str =
@@ -109,10 +116,15 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     if let Err(e) = &adapted {
         eprintln!("envoy-bench: (c) adapted component: not measured: {e:#}");
     }
-    let js = build_js(ws, &dir.join("ab_router_js.wasm"))
+    let js = build_other(ws, "js", &dir.join("ab_router_js.wasm"))
         .and_then(|c| adapt(ws, cargo, &c, &dir.join("ab_router_js.proxy.wasm")));
     if let Err(e) = &js {
         eprintln!("envoy-bench: (d) JavaScript component: not measured: {e:#}");
+    }
+    let py = build_other(ws, "python", &dir.join("ab_router_py.wasm"))
+        .and_then(|c| adapt(ws, cargo, &c, &dir.join("ab_router_py.proxy.wasm")));
+    if let Err(e) = &py {
+        eprintln!("envoy-bench: (e) Python component: not measured: {e:#}");
     }
 
     let mut variants = vec![
@@ -137,7 +149,22 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             module: Some(m.clone()),
         });
     }
+    if let Ok(m) = &py {
+        variants.push(Variant {
+            name: "(e) adapted Python",
+            module: Some(m.clone()),
+        });
+    }
 
+    // After the builds (they would inherit the mask).
+    let pinned = std::thread::available_parallelism().map_or(1, usize::from) >= 2
+        && pin(std::process::id(), LOAD_CPU).is_ok();
+    if !pinned {
+        eprintln!(
+            "envoy-bench: WARNING: not pinned (no taskset or fewer than 2 CPUs): Envoy and the \
+             load side share the CPUs"
+        );
+    }
     let upstream = Upstream::start()?;
     let rate = std::env::var("WEFT_BENCH_RATE")
         .ok()
@@ -155,7 +182,7 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
         for k in 0..variants.len() {
             let i = (k + rep) % variants.len();
             let v = &variants[i];
-            let s = measure(&envoy, v, &upstream, rate, hz)
+            let s = measure(&envoy, v, &upstream, rate, hz, pinned)
                 .with_context(|| format!("rep {} {}", rep + 1, v.name))?;
             eprintln!(
                 "envoy-bench: rep {} {:<22} {:>8.0} req/s  {:>6.1} CPU µs/req ({:.0} % of a core)  \
@@ -215,8 +242,13 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
          Envoy's user+system time in that run per request; p50/p99: open loop at {rate} req/s \
          for {OPEN_SECONDS} s; RSS: VmRSS after the runs; ready: Envoy start to /ready LIVE; \
          load: ready minus (a)'s. Load average before / after: {load_before} / {}: anything \
-         else running on the machine shows in every column.)",
-        loadavg()
+         else running on the machine shows in every column. {})",
+        loadavg(),
+        if pinned {
+            "Envoy pinned to CPU 1, the load side to CPU 0."
+        } else {
+            "Not pinned."
+        }
     );
 
     println!("\nAdapted component (c) against the native SDK filter (b):\n");
@@ -274,6 +306,41 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
                     }
                 );
             }
+            // The machine's speed drifts between runs more than (b) and (c) differ: the ratio of
+            // the two runs of one repetition (seconds apart, usually one after the other) is
+            // steadier than the ratio of medians taken minutes apart.
+            let paired = |f: fn(&Sample) -> f64| {
+                let mut r: Vec<f64> = samples[1]
+                    .iter()
+                    .zip(&samples[2])
+                    .map(|(b, c)| f(c) / f(b))
+                    .collect();
+                r.sort_by(f64::total_cmp);
+                let spread = format!(
+                    "{:.3}–{:.3}",
+                    r.first().copied().unwrap_or(0.0),
+                    r.last().copied().unwrap_or(0.0)
+                );
+                (r.get(r.len() / 2).copied().unwrap_or(0.0), spread)
+            };
+            println!(
+                "\n(c) / (b) within each repetition, median and range over the repetitions:\n"
+            );
+            println!("| measure | median (c) / (b) | range | goal | met |");
+            println!("|---|---:|---|---|---|");
+            let (rps, rps_range) = paired(|s| s.rps);
+            let (p99, p99_range) = paired(|s| s.p99_us);
+            let (cpu, cpu_range) = paired(|s| s.cpu_us_per_req);
+            let yes = |m: bool| if m { "yes" } else { "**no**" };
+            println!(
+                "| req/s | {rps:.3} | {rps_range} | ≥ 1.0× | {} |",
+                yes(rps >= 1.0)
+            );
+            println!(
+                "| p99 µs | {p99:.3} | {p99_range} | ≤ 1.05× | {} |",
+                yes(p99 <= 1.05)
+            );
+            println!("| CPU µs/req | {cpu:.3} | {cpu_range} | (reported) | |");
             println!("\nOther languages against the native SDK filter (b), reported:\n");
             println!("| variant | req/s | × (b) | CPU µs/req | × (b) | RSS MiB | module bytes |");
             println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -293,9 +360,9 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
             if let Err(e) = &js {
                 println!("| (d) adapted JavaScript | not measured: {e:#} | | | | | |");
             }
-            println!(
-                "| Python (componentize-py) | not adaptable: componentize-py links shared libraries (docs/guides/python.md) | | | | | |"
-            );
+            if let Err(e) = &py {
+                println!("| (e) adapted Python | not measured: {e:#} | | | | | |");
+            }
             Ok(())
         }
         Err(e) => {
@@ -305,27 +372,31 @@ pub fn run(ws: &Path, cargo: &str) -> anyhow::Result<()> {
     }
 }
 
-/// guests/js/ab-router built with `target/debug/weft build` and the pinned componentize-js
-/// (tests/peers/setup-node.sh installs it).
-fn build_js(ws: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    crate::run(
-        Command::new("bash")
-            .current_dir(ws)
-            .arg("tests/peers/setup-node.sh"),
-    )?;
+/// guests/<lang>/ab-router built with `target/debug/weft build` and the pinned componentize-js
+/// (tests/peers/setup-node.sh installs it) or componentize-py (.venv, from setup-python.sh).
+fn build_other(ws: &Path, lang: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    if lang == "js" {
+        crate::run(
+            Command::new("bash")
+                .current_dir(ws)
+                .arg("tests/peers/setup-node.sh"),
+        )?;
+    }
     let weft = ws.join("target/debug/weft");
+    let project = ws.join("guests").join(lang).join("ab-router");
     crate::run(
         Command::new(&weft)
             .arg("build")
-            .arg(ws.join("guests/js/ab-router"))
+            .arg(&project)
             .arg("-o")
             .arg(out)
             .env(
                 "WEFT_COMPONENTIZE_JS",
                 ws.join("tests/peers/node/node_modules/.bin/componentize-js"),
-            ),
+            )
+            .env("WEFT_COMPONENTIZE_PY", ws.join(".venv/bin/componentize-py")),
     )
-    .context("weft build guests/js/ab-router")?;
+    .with_context(|| format!("weft build {}", project.display()))?;
     Ok(out.to_path_buf())
 }
 
@@ -365,6 +436,22 @@ fn adapt(ws: &Path, cargo: &str, component: &Path, out: &Path) -> anyhow::Result
     Ok(out.to_path_buf())
 }
 
+/// Pins every thread of process `pid` to `cpu` (`taskset -a -p -c`); threads and children it
+/// starts later inherit the mask.
+fn pin(pid: u32, cpu: &str) -> anyhow::Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .output()
+        .context("taskset (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "taskset -a -p -c {cpu} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// One run of one variant: start Envoy, wrk at saturation, the open-loop run, stop Envoy.
 fn measure(
     envoy: &Path,
@@ -372,12 +459,16 @@ fn measure(
     upstream: &Upstream,
     rate: u64,
     hz: f64,
+    pinned: bool,
 ) -> anyhow::Result<Sample> {
     let mut cfg = EnvoyConfig::new(upstream.addr);
     if let Some(m) = &v.module {
         cfg = cfg.wasm(WasmFilter::new("ab-router", m, PLUGIN_CONFIG));
     }
     let proc = Envoy::start_with(envoy, &cfg.to_yaml(), CONCURRENCY)?;
+    if pinned {
+        pin(proc.pid(), ENVOY_CPU)?;
+    }
     let url = format!("{}/bench", proc.listener_url());
     upstream.reset();
 

@@ -114,6 +114,20 @@ fn new_build_test(root: &Path, lang: &str, world: &str) -> (PathBuf, String) {
     );
     assert!(ok, "weft validate {name}/weft.yaml:\n{out}\n{err}");
     assert!(out.contains("valid"), "{out}");
+    if world == "http-filter" {
+        // Every language's http filter adapts for Envoy (tests/tests/envoy_languages.rs runs
+        // adapted ones in a real Envoy).
+        let proxy = format!("{name}.proxy.wasm");
+        let (ok, out, err) = weft(
+            &dir,
+            &format!("adapt-{name}"),
+            &["adapt", &component, "-o", &proxy],
+        );
+        assert!(ok, "weft adapt {name}:\n{out}\n{err}");
+        assert!(err.contains("Proxy-Wasm 0.2.1, verified"), "{err}");
+        assert!(out.contains("envoy.filters.http.wasm"), "{out}");
+        assert!(dir.join(&proxy).is_file());
+    }
     (dir, name)
 }
 
