@@ -245,6 +245,31 @@ fn abi(c: &mut Criterion) {
             items
         })
     });
+    // A plugin's answer (pii-mask's: 5 values of every span masked), checked whole as before
+    // 2026-12-03 and as the host checks it now, skipping what is the input's.
+    let masked = pii.call_request(&data).expect("ok");
+    let limits = weft_runtime::OUTPUT_LIMITS;
+    g.bench_function("validate_pii_output_whole", |b| {
+        b.iter(|| {
+            weft_runtime::wire::validate_with(
+                weft_runtime::wire::Kind::TracesData,
+                masked.bytes(),
+                &limits,
+            )
+            .expect("ok")
+        })
+    });
+    g.bench_function("validate_pii_output_skipping_input", |b| {
+        b.iter(|| {
+            weft_runtime::wire::validate_output(
+                weft_runtime::wire::Kind::TracesData,
+                masked.bytes(),
+                data.bytes(),
+                &limits,
+            )
+            .expect("ok")
+        })
+    });
     g.finish();
 }
 

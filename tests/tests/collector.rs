@@ -386,17 +386,48 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
+/// The sink's port while the sink is "down": bound but not listening, so connections to it
+/// are refused and no other test's listener can be given it (a port closed again after
+/// `bind` can be, and then that listener answers the exporter). The sink comes up on the same
+/// socket.
+struct DownPort(socket2::Socket);
+
+impl DownPort {
+    fn new() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        DownPort(socket)
+    }
+
+    fn port(&self) -> u16 {
+        self.0
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("an IP address")
+            .port()
+    }
+
+    /// Starts listening: the sink is up.
+    fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(128).expect("listen");
+        self.0.set_nonblocking(true).expect("nonblocking");
+        tokio::net::TcpListener::from_std(self.0.into()).expect("tokio listener")
+    }
+}
+
 /// Starts a [`Sink`] on `port` (the sink "comes back"); abort the handle to stop it.
 async fn start_sink(
-    port: u16,
+    port: DownPort,
 ) -> (
     Sink,
     tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 ) {
     let sink = Sink::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("sink port");
+    let listener = port.listen();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -411,11 +442,8 @@ async fn start_sink(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exporter_outage_is_retried_until_the_sink_is_back_and_nothing_is_lost() {
     // Reserve a port for the sink, and leave it closed: the sink is "down".
-    let sink_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let down = DownPort::new();
+    let sink_port = down.port();
     let yaml = format!(
         r#"
 receivers:
@@ -459,7 +487,7 @@ service:
     assert_eq!(stats.exported.load(std::sync::atomic::Ordering::Relaxed), 0);
 
     // The sink comes back.
-    let (sink, server) = start_sink(sink_port).await;
+    let (sink, server) = start_sink(down).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while sink.ids.lock().expect("lock").len() < 40 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -480,11 +508,8 @@ service:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_pushes_back_on_clients_and_loses_nothing_it_accepted() {
-    let sink_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let down = DownPort::new();
+    let sink_port = down.port();
     let yaml = format!(
         r#"
 receivers:
@@ -547,7 +572,7 @@ service:
     assert_eq!(status, 503);
 
     // The sink comes back: everything that was accepted arrives.
-    let (sink, server) = start_sink(sink_port).await;
+    let (sink, server) = start_sink(down).await;
     assert!(running.shutdown(Duration::from_secs(15)).await, "drained");
     server.abort();
     let mut got = sink.ids.lock().expect("lock").clone();

@@ -726,8 +726,8 @@ impl Plugin {
     ) -> (Result<OtlpData, crate::WireError>, usize) {
         match outcome {
             Outcome::Unchanged => (Ok(input.clone()), input.items() as usize),
-            Outcome::Replaced(bytes) => match OtlpData::from_protobuf_within(
-                input.signal(),
+            Outcome::Replaced(bytes) => match OtlpData::from_plugin_output(
+                input,
                 bytes,
                 &self.inner.core.settings.output_limits,
             ) {

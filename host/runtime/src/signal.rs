@@ -95,6 +95,24 @@ impl OtlpData {
         })
     }
 
+    /// A plugin's answer to `input`, validated within `limits`. Only what the plugin wrote is
+    /// walked: sub-messages that are the input's, byte for byte and in the same place, were
+    /// validated when `input` was made ([`weft_otlp_wire::validate_output`]).
+    pub fn from_plugin_output(
+        input: &OtlpData,
+        bytes: impl Into<Bytes>,
+        limits: &weft_otlp_wire::Limits,
+    ) -> Result<Self, WireError> {
+        let bytes = bytes.into();
+        let kind = input.signal.kind();
+        let items = weft_otlp_wire::validate_output(kind, &bytes, &input.bytes, limits)?;
+        Ok(OtlpData {
+            signal: input.signal,
+            bytes,
+            items,
+        })
+    }
+
     /// A traces request from the prost type (encoded once, then validated: prost encodes ids
     /// of any length).
     pub fn from_traces(req: &ExportTraceServiceRequest) -> Result<Self, WireError> {

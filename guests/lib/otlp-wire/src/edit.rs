@@ -389,12 +389,16 @@ impl Edits {
         let items_field = kind.items_field();
         let (mut items_in, mut items_out) = (0u32, 0u32);
         let mut written_sets: u64 = 0;
+        // Fields copied as they are, one after another, are copied in one piece: in wasm each
+        // copy is a call out of the guest's code (`memory.copy`).
+        let mut copy = PendingCopy::default();
         for f in Fields::new(input, start, end) {
             let Ok(f) = f else { break };
             if let Some(e) = own
                 && let Some((i, set)) = e.sets().enumerate().find(|(_, s)| s.number == f.number)
             {
                 if written_sets & (1 << i) == 0 {
+                    copy.flush(input, out);
                     out.raw(self.bytes(&set.encoded));
                     written_sets |= 1 << i;
                 }
@@ -403,23 +407,25 @@ impl Edits {
             let child = match (kind.field(f.number), f.value) {
                 (Some((_, Ty::Msg(child))), Wire::Len(_)) => child,
                 _ => {
-                    out.raw(&input[f.start..f.end]);
+                    copy.add(input, f.start, f.end, out);
                     continue;
                 }
             };
             let is_item = items_field == Some(f.number);
             items_in += u32::from(is_item);
             if !self.touched(cursor, f.content, f.end) {
-                out.raw(&input[f.start..f.end]);
+                copy.add(input, f.start, f.end, out);
                 items_out += u32::from(is_item);
                 continue;
             }
-            if out.nested(f.number, |o| {
+            copy.flush(input, out);
+            if out.nested_like(f.number, f.end - f.content, |o| {
                 self.write(input, cursor, child, f.content, f.end, o)
             }) {
                 items_out += u32::from(is_item);
             }
         }
+        copy.flush(input, out);
         if let Some(e) = own {
             for (i, set) in e.sets().enumerate() {
                 if written_sets & (1 << i) == 0 {
@@ -446,6 +452,34 @@ impl Edits {
         }
         // A group whose items were all dropped goes too.
         !(items_in > 0 && items_out == 0)
+    }
+}
+
+/// A range of the input waiting to be copied to the output.
+#[derive(Default)]
+struct PendingCopy {
+    start: usize,
+    end: usize,
+}
+
+impl PendingCopy {
+    /// Adds `input[start..end]`, copying what waits first unless it ends where this starts.
+    #[inline]
+    fn add(&mut self, input: &[u8], start: usize, end: usize, out: &mut Encoder) {
+        if start != self.end {
+            self.flush(input, out);
+            self.start = start;
+        }
+        self.end = end;
+    }
+
+    /// Copies what waits.
+    #[inline]
+    fn flush(&mut self, input: &[u8], out: &mut Encoder) {
+        if self.end > self.start {
+            out.raw(&input[self.start..self.end]);
+        }
+        self.start = self.end;
     }
 }
 

@@ -54,6 +54,180 @@ pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, Wir
     Ok(items)
 }
 
+/// [`validate_with`] for `out`, a plugin's answer to `input` (a request that was validated
+/// before the plugin saw it). A sub-message of `out` whose bytes are those of the message in
+/// the same place of `input` (same parent, same field, in order) is the input's own and is not
+/// walked again: what is checked is what the plugin wrote. A plugin that masks a few values
+/// pays for the spans it touched, a sampler that drops spans or an enricher that edits only
+/// the resource for almost nothing. The result is [`validate_with`]'s whenever the input's
+/// unchanged parts are within `limits` (the receivers' limits always are).
+pub fn validate_output(
+    root: Kind,
+    out: &[u8],
+    input: &[u8],
+    limits: &Limits,
+) -> Result<u64, WireError> {
+    let mut items = 0;
+    let twin = Some((0, input.len()));
+    if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
+        walk_output::<false>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+    } else {
+        walk_output::<true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+    }
+    Ok(items)
+}
+
+/// How many bytes of two items' contents tell whether one is the other edited: a span's trace
+/// and span ids, a log record's timestamps and first fields.
+const SAME_ITEM_PREFIX: usize = 32;
+
+/// How many of the input's next items are looked at for an output item that is not the
+/// input's item at the cursor (those in between were dropped: a sampler's work).
+const DROPPED_LOOKAHEAD: usize = 64;
+
+/// What an output sub-message is to the input.
+enum Twin {
+    /// Byte for byte the input's message in the same place.
+    Same,
+    /// A group of the input (its content at `input[.0...1]`), edited: walked paired with it.
+    Edited(usize, usize),
+    /// Added or edited by the plugin: walked whole.
+    New,
+}
+
+/// Whether a message of `kind` holds the groups the items are counted in: never skipped.
+fn counts_items(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::TracesData
+            | Kind::ResourceSpans
+            | Kind::ScopeSpans
+            | Kind::LogsData
+            | Kind::ResourceLogs
+            | Kind::ScopeLogs
+    )
+}
+
+/// Finds the input's counterpart of the output field `f` (a sub-message of `child`) among the
+/// input's fields from `*cursor`, advancing the cursor past it when there is one.
+///
+/// Only messages worth skipping are paired: the groups (walked paired, as they hold the
+/// items that are counted), the items (spans, log records) and resources and scopes, which
+/// are skipped when equal. Smaller messages (attributes, values) cost as much to compare as
+/// to check, and are checked. The input's items come in the output's order, some edited,
+/// dropped or added: the item at the cursor is the output's when it starts alike (the same
+/// ids and times); else the output's may be among the next [`DROPPED_LOOKAHEAD`] (those in
+/// between were dropped: a sampler's work); else it is new.
+#[inline]
+fn twin_of(
+    f: &crate::wire::Field<'_>,
+    child: Kind,
+    out: &[u8],
+    input: &[u8],
+    cursor: &mut usize,
+    end: usize,
+) -> Twin {
+    let item = matches!(child, Kind::Span | Kind::LogRecord);
+    let whole = matches!(child, Kind::Resource | Kind::Scope);
+    if !(item || whole || counts_items(child)) {
+        return Twin::New;
+    }
+    let mut pos = *cursor;
+    let Some(g) = crate::wire::find_next(input, &mut pos, end, f.number) else {
+        return Twin::New;
+    };
+    let mine = &out[f.content..f.end];
+    let same_as = |g: &crate::wire::Field<'_>| {
+        if mine == &input[g.content..g.end] {
+            Twin::Same
+        } else {
+            Twin::New
+        }
+    };
+    if !item {
+        *cursor = g.end;
+        if counts_items(child) {
+            return Twin::Edited(g.content, g.end);
+        }
+        return same_as(&g);
+    }
+    let p = SAME_ITEM_PREFIX.min(mine.len());
+    let starts_alike =
+        |g: &crate::wire::Field<'_>| input[g.content..g.end].get(..p) == Some(&mine[..p]);
+    if starts_alike(&g) {
+        *cursor = g.end;
+        return same_as(&g);
+    }
+    for _ in 0..DROPPED_LOOKAHEAD {
+        let Some(h) = crate::wire::find_next(input, &mut pos, end, f.number) else {
+            break;
+        };
+        if starts_alike(&h) {
+            *cursor = h.end;
+            return same_as(&h);
+        }
+    }
+    Twin::New
+}
+
+/// [`walk`] of an output message paired with its `twin` in the input (content range), if any.
+#[allow(clippy::too_many_arguments)]
+fn walk_output<const LIMITED: bool>(
+    kind: Kind,
+    out: &[u8],
+    start: usize,
+    end: usize,
+    input: &[u8],
+    twin: Option<(usize, usize)>,
+    value_depth: usize,
+    items: &mut u64,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    let Some((mut cursor, twin_end)) = twin else {
+        return walk::<LIMITED>(kind, out, start, end, value_depth, items, limits);
+    };
+    let (mut seen, mut entries) = (0u32, 0usize);
+    let required = kind.required();
+    for field in Fields::new(out, start, end) {
+        let field = field?;
+        let Some(child) = step::<LIMITED>(
+            kind,
+            required,
+            &field,
+            limits,
+            &mut seen,
+            &mut entries,
+            items,
+        )
+        .map_err(|e| *e)?
+        else {
+            continue;
+        };
+        let d = child_depth(child, value_depth, field.start, limits)?;
+        if d > RECURSE_VALUE_DEPTH {
+            walk_deep::<LIMITED>(child, out, field.content, field.end, d, items, limits)?;
+            continue;
+        }
+        let twin = match twin_of(&field, child, out, input, &mut cursor, twin_end) {
+            Twin::Same => continue,
+            Twin::Edited(s, e) => Some((s, e)),
+            Twin::New => None,
+        };
+        walk_output::<LIMITED>(
+            child,
+            out,
+            field.content,
+            field.end,
+            input,
+            twin,
+            d,
+            items,
+            limits,
+        )?;
+    }
+    check_required(kind, start, seen)
+}
+
 /// Checks one field of a `kind` message: its wire type, UTF-8, id lengths and the limits on
 /// strings and entries; marks it in `seen` and counts it in `entries` and `items`. Returns the
 /// sub-message to walk, if the field is one.

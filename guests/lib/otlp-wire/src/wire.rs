@@ -410,21 +410,38 @@ impl Encoder {
     /// Appends a length-delimited field whose content `f` writes. When `f` returns `false`
     /// the field is taken back and nothing is written; returns what `f` returned.
     pub fn nested(&mut self, number: u32, f: impl FnOnce(&mut Self) -> bool) -> bool {
+        self.nested_like(number, 0, f)
+    }
+
+    /// [`Self::nested`] for content expected to be about `hint` bytes long (an edited
+    /// message: its length before the edit). Room for the length is made before the content
+    /// is written, so the content moves only when its length takes another number of bytes
+    /// than `hint`'s (a request's resource and scope groups are hundreds of kilobytes).
+    pub fn nested_like(
+        &mut self,
+        number: u32,
+        hint: usize,
+        f: impl FnOnce(&mut Self) -> bool,
+    ) -> bool {
         let mark = self.buf.len();
         self.key(number, LEN);
         let len_at = self.buf.len();
-        self.buf.push(0);
+        let room = varint_len(hint as u64);
+        self.buf.resize(len_at + room, 0);
         if !f(self) {
             self.buf.truncate(mark);
             return false;
         }
-        let content = len_at + 1;
-        let len = self.buf.len() - content;
+        let content = len_at + room;
+        let old_end = self.buf.len();
+        let len = old_end - content;
         let n = varint_len(len as u64);
-        if n > 1 {
-            let old_end = self.buf.len();
-            self.buf.resize(old_end + n - 1, 0);
-            self.buf.copy_within(content..old_end, content + n - 1);
+        if n > room {
+            self.buf.resize(old_end + n - room, 0);
+            self.buf.copy_within(content..old_end, len_at + n);
+        } else if n < room {
+            self.buf.copy_within(content..old_end, len_at + n);
+            self.buf.truncate(old_end - (room - n));
         }
         let mut v = len as u64;
         for i in 0..n {
