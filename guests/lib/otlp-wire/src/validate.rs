@@ -47,9 +47,9 @@ pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, Wir
     let mut items = 0;
     // Without entry or string limits (a receiver's), those checks are compiled out.
     if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
-        walk::<false>(root, buf, 0, buf.len(), 0, &mut items, limits)?;
+        walk::<false>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
     } else {
-        walk::<true>(root, buf, 0, buf.len(), 0, &mut items, limits)?;
+        walk::<true>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
     }
     Ok(items)
 }
@@ -70,9 +70,9 @@ pub fn validate_output(
     let mut items = 0;
     let twin = Some((0, input.len()));
     if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
-        walk_output::<false>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+        walk::<false>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
     } else {
-        walk_output::<true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+        walk::<true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
     }
     Ok(items)
 }
@@ -168,64 +168,6 @@ fn twin_of(
         }
     }
     Twin::New
-}
-
-/// [`walk`] of an output message paired with its `twin` in the input (content range), if any.
-#[allow(clippy::too_many_arguments)]
-fn walk_output<const LIMITED: bool>(
-    kind: Kind,
-    out: &[u8],
-    start: usize,
-    end: usize,
-    input: &[u8],
-    twin: Option<(usize, usize)>,
-    value_depth: usize,
-    items: &mut u64,
-    limits: &Limits,
-) -> Result<(), WireError> {
-    let Some((mut cursor, twin_end)) = twin else {
-        return walk::<LIMITED>(kind, out, start, end, value_depth, items, limits);
-    };
-    let (mut seen, mut entries) = (0u32, 0usize);
-    let required = kind.required();
-    for field in Fields::new(out, start, end) {
-        let field = field?;
-        let Some(child) = step::<LIMITED>(
-            kind,
-            required,
-            &field,
-            limits,
-            &mut seen,
-            &mut entries,
-            items,
-        )
-        .map_err(|e| *e)?
-        else {
-            continue;
-        };
-        let d = child_depth(child, value_depth, field.start, limits)?;
-        if d > RECURSE_VALUE_DEPTH {
-            walk_deep::<LIMITED>(child, out, field.content, field.end, d, items, limits)?;
-            continue;
-        }
-        let twin = match twin_of(&field, child, out, input, &mut cursor, twin_end) {
-            Twin::Same => continue,
-            Twin::Edited(s, e) => Some((s, e)),
-            Twin::New => None,
-        };
-        walk_output::<LIMITED>(
-            child,
-            out,
-            field.content,
-            field.end,
-            input,
-            twin,
-            d,
-            items,
-            limits,
-        )?;
-    }
-    check_required(kind, start, seen)
 }
 
 /// Checks one field of a `kind` message: its wire type, UTF-8, id lengths and the limits on
@@ -379,12 +321,17 @@ fn child_depth(
 
 /// Walks the `kind` message at `buf[start..end]` by recursion, handing subtrees of values
 /// nested deeper than [`RECURSE_VALUE_DEPTH`] to [`walk_deep`]: the recursion is at most
-/// about 40 frames deep whatever the input.
+/// about 40 frames deep whatever the input. When the message is a plugin's output paired with
+/// its `twin` in `input` (the twin's content range), sub-messages that are the twin's own are
+/// not walked ([`validate_output`]).
+#[allow(clippy::too_many_arguments)]
 fn walk<const LIMITED: bool>(
     kind: Kind,
     buf: &[u8],
     start: usize,
     end: usize,
+    input: &[u8],
+    mut twin: Option<(usize, usize)>,
     value_depth: usize,
     items: &mut u64,
     limits: &Limits,
@@ -393,7 +340,7 @@ fn walk<const LIMITED: bool>(
     let required = kind.required();
     for field in Fields::new(buf, start, end) {
         let field = field?;
-        if let Some(child) = step::<LIMITED>(
+        let Some(child) = step::<LIMITED>(
             kind,
             required,
             &field,
@@ -403,14 +350,35 @@ fn walk<const LIMITED: bool>(
             items,
         )
         .map_err(|e| *e)?
-        {
-            let d = child_depth(child, value_depth, field.start, limits)?;
-            if d > RECURSE_VALUE_DEPTH {
-                walk_deep::<LIMITED>(child, buf, field.content, field.end, d, items, limits)?;
-            } else {
-                walk::<LIMITED>(child, buf, field.content, field.end, d, items, limits)?;
-            }
+        else {
+            continue;
+        };
+        let d = child_depth(child, value_depth, field.start, limits)?;
+        if d > RECURSE_VALUE_DEPTH {
+            walk_deep::<LIMITED>(child, buf, field.content, field.end, d, items, limits)?;
+            continue;
         }
+        let child_twin = match &mut twin {
+            Some((cursor, twin_end)) => {
+                match twin_of(&field, child, buf, input, cursor, *twin_end) {
+                    Twin::Same => continue,
+                    Twin::Edited(s, e) => Some((s, e)),
+                    Twin::New => None,
+                }
+            }
+            None => None,
+        };
+        walk::<LIMITED>(
+            child,
+            buf,
+            field.content,
+            field.end,
+            input,
+            child_twin,
+            d,
+            items,
+            limits,
+        )?;
     }
     check_required(kind, start, seen)
 }
