@@ -27,7 +27,7 @@ mod config;
 pub use config::{ExtraPattern, MaskConfig};
 
 use regex::Regex;
-use weft_guest::view::{self, HasAttributes, Logs, Traces, ValueRef};
+use weft_guest::view::{self, HasAttributes, Logs, SpanPart, Traces, ValueRef};
 use weft_guest::{
     AnyValue, Config, Edits, Error, KeyValue, LogBatch, LogTransform, Plugin, SpanBatch,
     SpanProcessor, Value,
@@ -345,15 +345,21 @@ impl Masker {
             for ss in rs.scope_spans() {
                 self.mask_view_attributes(&ss.scope(), edits, tally);
                 for span in ss.spans() {
-                    self.mask_view_attributes(&span, edits, tally);
-                    for event in span.events() {
-                        self.mask_view_attributes(&event, edits, tally);
-                    }
-                    for link in span.links() {
-                        self.mask_view_attributes(&link, edits, tally);
-                    }
-                    if let Some(m) = self.masked(span.status_message(), tally) {
-                        edits.set_status(&span, span.status_code(), &m);
+                    // One pass over the span's fields (attributes, events, links, status).
+                    for part in span.parts() {
+                        match part {
+                            SpanPart::Attribute(kv) => self.mask_view_value(&kv, edits, tally),
+                            SpanPart::Event(event) => {
+                                self.mask_view_attributes(&event, edits, tally);
+                            }
+                            SpanPart::Link(link) => self.mask_view_attributes(&link, edits, tally),
+                            // Error messages often quote the input that failed.
+                            SpanPart::Status(status) => {
+                                if let Some(m) = self.masked(status.message(), tally) {
+                                    edits.set_status(&span, status.code(), &m);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -384,21 +390,26 @@ impl Masker {
         tally: &mut Tally,
     ) {
         for kv in owner.attributes() {
-            let value = kv.value();
-            match value.get() {
-                // The common case, without an owned value in between.
-                ValueRef::Str(s) => {
-                    if let Some(m) = self.masked(s, tally) {
-                        edits.set_str(&kv, &m);
-                    }
+            self.mask_view_value(&kv, edits, tally);
+        }
+    }
+
+    /// Masks the value of one attribute.
+    fn mask_view_value(&self, kv: &view::KeyValue<'_>, edits: &mut Edits, tally: &mut Tally) {
+        let value = kv.value();
+        match value.get() {
+            // The common case, without an owned value in between.
+            ValueRef::Str(s) => {
+                if let Some(m) = self.masked(s, tally) {
+                    edits.set_str(kv, &m);
                 }
-                ValueRef::Array(_) | ValueRef::KvList(_) => {
-                    if let Some(masked) = self.masked_nested(value, tally) {
-                        edits.set_value(&kv, masked);
-                    }
-                }
-                _ => {}
             }
+            ValueRef::Array(_) | ValueRef::KvList(_) => {
+                if let Some(masked) = self.masked_nested(value, tally) {
+                    edits.set_value(kv, masked);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use edit::{Edits, ResourceGroup};
 pub use schema::Kind;
-pub use validate::{Limits, validate, validate_output, validate_with};
+pub use validate::{Limits, validate, validate_general, validate_output, validate_with};
 pub use value::AnyValue;
 pub use view::{HasAttributes, View};
 pub use wire::{Encoder, WireError};

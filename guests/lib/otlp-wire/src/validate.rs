@@ -47,10 +47,19 @@ pub fn validate_with(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, Wir
     let mut items = 0;
     // Without entry or string limits (a receiver's), those checks are compiled out.
     if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
-        walk::<false>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
+        walk::<false, true>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
     } else {
-        walk::<true>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
+        walk::<true, true>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
     }
+    Ok(items)
+}
+
+/// [`validate_with`] without the flat check of attributes and values (every message walked
+/// the one general way): the reference the tests hold the fast path to.
+#[doc(hidden)]
+pub fn validate_general(root: Kind, buf: &[u8], limits: &Limits) -> Result<u64, WireError> {
+    let mut items = 0;
+    walk::<true, false>(root, buf, 0, buf.len(), &[], None, 0, &mut items, limits)?;
     Ok(items)
 }
 
@@ -70,9 +79,9 @@ pub fn validate_output(
     let mut items = 0;
     let twin = Some((0, input.len()));
     if limits.max_entries == usize::MAX && limits.max_string_bytes == usize::MAX {
-        walk::<false>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+        walk::<false, true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
     } else {
-        walk::<true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
+        walk::<true, true>(root, out, 0, out.len(), input, twin, 0, &mut items, limits)?;
     }
     Ok(items)
 }
@@ -89,7 +98,7 @@ const DROPPED_LOOKAHEAD: usize = 64;
 enum Twin {
     /// Byte for byte the input's message in the same place.
     Same,
-    /// A group of the input (its content at `input[.0...1]`), edited: walked paired with it.
+    /// A message of the input (its content at `input[.0...1]`), edited: walked paired with it.
     Edited(usize, usize),
     /// Added or edited by the plugin: walked whole.
     New,
@@ -111,13 +120,15 @@ fn counts_items(kind: Kind) -> bool {
 /// Finds the input's counterpart of the output field `f` (a sub-message of `child`) among the
 /// input's fields from `*cursor`, advancing the cursor past it when there is one.
 ///
-/// Only messages worth skipping are paired: the groups (walked paired, as they hold the
-/// items that are counted), the items (spans, log records) and resources and scopes, which
-/// are skipped when equal. Smaller messages (attributes, values) cost as much to compare as
-/// to check, and are checked. The input's items come in the output's order, some edited,
-/// dropped or added: the item at the cursor is the output's when it starts alike (the same
-/// ids and times); else the output's may be among the next [`DROPPED_LOOKAHEAD`] (those in
-/// between were dropped: a sampler's work); else it is new.
+/// The groups are walked paired, as they hold the items that are counted. Items (spans, log
+/// records), resources, scopes, events and links are skipped when equal and walked paired when
+/// edited, so that the attributes a plugin left as they were are skipped too: an attribute
+/// (`KeyValue`) is paired with the input's attribute in the same place and skipped when equal
+/// (a memcmp of a few dozen bytes, against the walk of two or three messages). Values and the
+/// rest are checked. The input's items come in the output's order, some edited, dropped or
+/// added: the item at the cursor is the output's when it starts alike (the same ids and
+/// times); else the output's may be among the next [`DROPPED_LOOKAHEAD`] (those in between
+/// were dropped: a sampler's work); else it is new.
 #[inline]
 fn twin_of(
     f: &crate::wire::Field<'_>,
@@ -128,7 +139,10 @@ fn twin_of(
     end: usize,
 ) -> Twin {
     let item = matches!(child, Kind::Span | Kind::LogRecord);
-    let whole = matches!(child, Kind::Resource | Kind::Scope);
+    let whole = matches!(
+        child,
+        Kind::Resource | Kind::Scope | Kind::Event | Kind::Link | Kind::KeyValue
+    );
     if !(item || whole || counts_items(child)) {
         return Twin::New;
     }
@@ -137,11 +151,13 @@ fn twin_of(
         return Twin::New;
     };
     let mine = &out[f.content..f.end];
-    let same_as = |g: &crate::wire::Field<'_>| {
+    let paired = |g: &crate::wire::Field<'_>| {
         if mine == &input[g.content..g.end] {
             Twin::Same
-        } else {
+        } else if child == Kind::KeyValue {
             Twin::New
+        } else {
+            Twin::Edited(g.content, g.end)
         }
     };
     if !item {
@@ -149,14 +165,14 @@ fn twin_of(
         if counts_items(child) {
             return Twin::Edited(g.content, g.end);
         }
-        return same_as(&g);
+        return paired(&g);
     }
     let p = SAME_ITEM_PREFIX.min(mine.len());
     let starts_alike =
         |g: &crate::wire::Field<'_>| input[g.content..g.end].get(..p) == Some(&mine[..p]);
     if starts_alike(&g) {
         *cursor = g.end;
-        return same_as(&g);
+        return paired(&g);
     }
     for _ in 0..DROPPED_LOOKAHEAD {
         let Some(h) = crate::wire::find_next(input, &mut pos, end, f.number) else {
@@ -164,7 +180,7 @@ fn twin_of(
         };
         if starts_alike(&h) {
             *cursor = h.end;
-            return same_as(&h);
+            return paired(&h);
         }
     }
     Twin::New
@@ -325,7 +341,7 @@ fn child_depth(
 /// its `twin` in `input` (the twin's content range), sub-messages that are the twin's own are
 /// not walked ([`validate_output`]).
 #[allow(clippy::too_many_arguments)]
-fn walk<const LIMITED: bool>(
+fn walk<const LIMITED: bool, const FLAT: bool>(
     kind: Kind,
     buf: &[u8],
     start: usize,
@@ -368,7 +384,14 @@ fn walk<const LIMITED: bool>(
             }
             None => None,
         };
-        walk::<LIMITED>(
+        // Most sub-messages are attributes with a scalar value: checked in one flat loop.
+        if FLAT
+            && matches!(child, Kind::KeyValue | Kind::AnyValue)
+            && flat_ok::<LIMITED>(child, buf, field.content, field.end, d, limits)
+        {
+            continue;
+        }
+        walk::<LIMITED, FLAT>(
             child,
             buf,
             field.content,
@@ -381,6 +404,53 @@ fn walk<const LIMITED: bool>(
         )?;
     }
     check_required(kind, start, seen)
+}
+
+/// Whether the `KeyValue` or `AnyValue` at `buf[start..end]` (an `AnyValue` at `value_depth`,
+/// or a `KeyValue` whose value would be one deeper) is valid and holds no array or map: the
+/// checks of [`step`], without recursion or pairing. `false` also when it is not sure (a nested
+/// value, a malformed field): [`walk`] then walks it and says what is wrong.
+#[inline]
+fn flat_ok<const LIMITED: bool>(
+    kind: Kind,
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    value_depth: usize,
+    limits: &Limits,
+) -> bool {
+    // Neither has required fields, item counts or entry counts: [`step`]'s counters stay 0.
+    let (mut seen, mut entries, mut items) = (0u32, 0usize, 0u64);
+    for field in Fields::new(buf, start, end) {
+        let Ok(field) = field else { return false };
+        match step::<LIMITED>(
+            kind,
+            &[],
+            &field,
+            limits,
+            &mut seen,
+            &mut entries,
+            &mut items,
+        ) {
+            Ok(None) => {}
+            Ok(Some(Kind::AnyValue)) if kind == Kind::KeyValue => {
+                if value_depth >= limits.max_value_depth
+                    || !flat_ok::<LIMITED>(
+                        Kind::AnyValue,
+                        buf,
+                        field.content,
+                        field.end,
+                        value_depth + 1,
+                        limits,
+                    )
+                {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// One message being walked by [`walk_deep`].

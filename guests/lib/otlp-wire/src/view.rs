@@ -194,6 +194,8 @@ views! {
     Event = Event;
     /// A span link.
     Link = Link;
+    /// A span's `Status`.
+    Status = Status;
     /// An OTLP logs request (`ExportLogsServiceRequest` / `LogsData`).
     Logs = LogsData;
     /// `ResourceLogs`: one resource and its scope groups.
@@ -408,11 +410,63 @@ impl<'a> Span<'a> {
     }
     /// The status code (0 unset, 1 ok, 2 error).
     pub fn status_code(&self) -> i32 {
-        self.0.message(15).map_or(0, |m| m.varint_of(3) as i32)
+        self.status().code()
     }
     /// The status message.
     pub fn status_message(&self) -> &'a str {
-        self.0.message(15).map_or("", |m| m.str_of(2))
+        self.status().message()
+    }
+    /// The status (empty when absent: code 0, no message).
+    pub fn status(&self) -> Status<'a> {
+        Status(self.0.message(15).unwrap_or_else(Msg::empty))
+    }
+
+    /// The attributes, events, links and status, in the order they are encoded, in one pass
+    /// over the span's fields. Each of [`HasAttributes::attributes`], [`Span::events`],
+    /// [`Span::links`] and [`Span::status`] reads all of the span's fields to find its own: a
+    /// plugin that visits all of them (a masker, a scrubber) reads the span once with this.
+    /// Should a span hold two status fields, the last is its status (as protobuf decodes it).
+    pub fn parts(&self) -> impl Iterator<Item = SpanPart<'a>> + 'a {
+        let msg = self.0;
+        Fields::new(msg.root, msg.start as usize, msg.end as usize)
+            .map_while(Result::ok)
+            .filter_map(move |f| {
+                if !matches!(f.value, Wire::Len(_)) {
+                    return None;
+                }
+                let child = msg.child(&f);
+                Some(match f.number {
+                    9 => SpanPart::Attribute(KeyValue(child)),
+                    11 => SpanPart::Event(Event(child)),
+                    13 => SpanPart::Link(Link(child)),
+                    15 => SpanPart::Status(Status(child)),
+                    _ => return None,
+                })
+            })
+    }
+}
+
+/// A sub-message of a span, as [`Span::parts`] reads them.
+#[derive(Debug, Clone, Copy)]
+pub enum SpanPart<'a> {
+    /// One of the span's attributes.
+    Attribute(KeyValue<'a>),
+    /// A span event.
+    Event(Event<'a>),
+    /// A span link.
+    Link(Link<'a>),
+    /// The span's status.
+    Status(Status<'a>),
+}
+
+impl<'a> Status<'a> {
+    /// The status code (0 unset, 1 ok, 2 error).
+    pub fn code(&self) -> i32 {
+        self.0.varint_of(3) as i32
+    }
+    /// The status message.
+    pub fn message(&self) -> &'a str {
+        self.0.str_of(2)
     }
 }
 

@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans as PbRs, ScopeSpans as PbSs, Span};
 use prost::Message as _;
 use weft_otlp_wire::view::Traces;
-use weft_otlp_wire::{Edits, HasAttributes, Kind, Limits, validate_output, validate_with};
+use weft_otlp_wire::{
+    Edits, HasAttributes, Kind, Limits, validate_general, validate_output, validate_with,
+};
 
 fn kv(k: &str, v: &str) -> PbKv {
     PbKv {
@@ -60,15 +62,82 @@ fn answer(input: &[u8], edit: impl FnOnce(Traces<'_>, &mut Edits)) -> Vec<u8> {
         .unwrap_or_else(|| input.to_vec())
 }
 
-/// Both checks of `out` agree, under `limits`; returns what they said.
+/// The three checks of `out` agree, under `limits`: the skipping one, the whole walk (which
+/// checks attributes with scalar values in a flat loop) and the general walk without that
+/// shortcut; returns what they said.
 fn agree(input: &[u8], out: &[u8], limits: &Limits) -> Result<u64, String> {
+    let general = validate_general(Kind::TracesData, out, limits);
     let whole = validate_with(Kind::TracesData, out, limits);
     let skipping = validate_output(Kind::TracesData, out, input, limits);
+    assert_eq!(
+        whole, general,
+        "validate_with disagrees with validate_general"
+    );
     assert_eq!(
         skipping, whole,
         "validate_output disagrees with validate_with"
     );
     whole.map_err(|e| e.to_string())
+}
+
+/// A request whose attributes hold every kind of value: scalars of each type, bytes, an array
+/// and a map nested two deep (what the flat check of attributes hands to the general walk).
+fn typed_request() -> Vec<u8> {
+    let value = |v| PbValue { value: Some(v) };
+    let attr = |k: &str, v| PbKv {
+        key: k.into(),
+        value: Some(value(v)),
+        ..Default::default()
+    };
+    let attributes = vec![
+        kv("user.email", "someone@example.com"),
+        attr("retries", any_value::Value::IntValue(-3)),
+        attr("ratio", any_value::Value::DoubleValue(0.25)),
+        attr("cached", any_value::Value::BoolValue(true)),
+        attr("blob", any_value::Value::BytesValue(vec![0xff, 0, 0x80])),
+        attr(
+            "list",
+            any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values: vec![
+                    value(any_value::Value::StringValue("a@b.co".into())),
+                    value(any_value::Value::IntValue(7)),
+                ],
+            }),
+        ),
+        attr(
+            "map",
+            any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+                values: vec![kv("inner", "x"), kv("other", "y")],
+            }),
+        ),
+        PbKv {
+            key: "empty".into(),
+            value: None,
+            ..Default::default()
+        },
+    ];
+    ExportTraceServiceRequest {
+        resource_spans: vec![PbRs {
+            resource: Some(PbResource {
+                attributes: attributes.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![PbSs {
+                spans: (0..3u8)
+                    .map(|i| Span {
+                        trace_id: vec![9; 16],
+                        span_id: vec![i + 1; 8],
+                        name: format!("op-{i}"),
+                        attributes: attributes.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
 }
 
 /// Every edit a plugin makes: the same items counted as the whole walk counts.
@@ -164,6 +233,19 @@ fn what_the_plugin_wrote_is_held_to_its_limits() {
     );
 }
 
+/// Corrupts `out` at `at` (modulo its length): `how` 0 changes the byte there to `byte`, 1
+/// inserts `byte` there, 2 removes the byte there.
+fn corrupt(out: &mut Vec<u8>, at: usize, byte: u8, how: u8) {
+    let at = at % out.len();
+    match how {
+        0 => out[at] = byte,
+        1 => out.insert(at, byte),
+        _ => {
+            out.remove(at);
+        }
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 2000,
@@ -194,15 +276,28 @@ proptest::proptest! {
         } else {
             input.clone()
         };
-        let at = at % out.len();
-        match how {
-            0 => out[at] = byte,
-            1 => out.insert(at, byte),
-            _ => {
-                out.remove(at);
-            }
-        }
+        corrupt(&mut out, at, byte, how);
         let limits = Limits { max_value_depth: 3, max_entries: 4, max_string_bytes: 64 };
+        let _ = agree(&input, &out, &Limits::RECEIVER);
+        let _ = agree(&input, &out, &limits);
+    }
+
+    /// Corrupted requests whose attributes hold values of every type: the flat check of
+    /// attributes gives the general walk's verdict (the same count or the same error), with
+    /// and without limits, and so does the check of an answer against the intact request
+    /// (which is within the limits).
+    #[test]
+    fn corrupted_values_of_every_type_get_the_general_walks_verdict(
+        at in 0usize..4096,
+        byte in proptest::num::u8::ANY,
+        how in 0u8..3,
+    ) {
+        let input = typed_request();
+        let mut out = input.clone();
+        corrupt(&mut out, at, byte, how);
+        // Tight, but the intact request is within them (its unchanged parts are skipped).
+        let limits = Limits { max_value_depth: 2, max_entries: 8, max_string_bytes: 24 };
+        proptest::prop_assert_eq!(validate_with(Kind::TracesData, &input, &limits), Ok(3));
         let _ = agree(&input, &out, &Limits::RECEIVER);
         let _ = agree(&input, &out, &limits);
     }

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans as PbRs, ScopeSpans as PbSs, Span as PbSpan, Status, span,
 };
 use prost::Message as _;
-use weft_otlp_wire::view::{Logs, Traces, ValueRef};
+use weft_otlp_wire::view::{Logs, SpanPart, Traces, ValueRef};
 use weft_otlp_wire::{AnyValue, Edits, HasAttributes, Kind, validate};
 
 fn kv(k: &str, v: &str) -> PbKv {
@@ -135,6 +135,64 @@ fn validation_counts_items_and_views_read_what_prost_wrote() {
     let ss = first.scope_spans().next().expect("a scope");
     assert_eq!((ss.scope().name(), ss.schema_url()), ("lib", "s"));
     assert!(!spans[3].0.resource().msg_present());
+}
+
+/// `Span::parts` reads, in one pass, what `attributes`, `events`, `links` and `status` read one
+/// pass each, in encoding order; of two status fields the last is the span's, as prost decodes.
+#[test]
+fn span_parts_are_the_attributes_events_links_and_status_in_one_pass() {
+    let mut pb = span(1, vec![kv("a", "1"), kv("card", "x")]);
+    pb.links = vec![span::Link {
+        trace_id: vec![7; 16],
+        span_id: vec![7; 8],
+        attributes: vec![kv("l", "y")],
+        ..Default::default()
+    }];
+    // A second status after the first, inside the span: protobuf's last-one-wins.
+    let mut span_bytes = pb.encode_to_vec();
+    let later = Status {
+        message: "later".into(),
+        code: 1,
+    };
+    prost::encoding::message::encode(15, &later, &mut span_bytes);
+    // Wrapped as field 2 of a ScopeSpans, itself field 2 of a ResourceSpans, field 1 of the
+    // request.
+    let wrap = |number: u32, content: Vec<u8>| {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(content.len() as u64, &mut out);
+        out.extend_from_slice(&content);
+        out
+    };
+    let bytes = wrap(1, wrap(2, wrap(2, span_bytes)));
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("prost decodes it");
+    let pb_span = &decoded.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(pb_span.status.as_ref().map(|s| s.code), Some(1));
+
+    let (_, s) = Traces::new(&bytes).spans().next().expect("a span");
+    let mut seen = Vec::new();
+    for part in s.parts() {
+        seen.push(match part {
+            SpanPart::Attribute(kv) => format!("attribute {}", kv.key()),
+            SpanPart::Event(e) => format!("event {}", e.name()),
+            SpanPart::Link(l) => format!("link {:?}", l.span_id()),
+            SpanPart::Status(st) => format!("status {} {}", st.code(), st.message()),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "attribute a",
+            "attribute card",
+            "event ev",
+            "link [7, 7, 7, 7, 7, 7, 7, 7]",
+            "status 2 m",
+            "status 1 later",
+        ]
+    );
+    assert_eq!((s.status_code(), s.status_message()), (1, "later"));
+    assert_eq!(s.attributes().count(), 2);
+    assert_eq!(s.events().count() + s.links().count(), 2);
 }
 
 trait Present {

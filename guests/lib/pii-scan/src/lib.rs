@@ -249,9 +249,23 @@ fn census(b: &[u8]) -> (usize, bool) {
     }
     let mut digits = digits as usize;
     let mut has_at = at != 0;
-    for &c in tail {
-        digits += usize::from(c.is_ascii_digit());
-        has_at |= c == b'@';
+    if let Some(last) = b.last_chunk::<8>()
+        && !tail.is_empty()
+    {
+        // The tail as one more word: the last 8 bytes, shifted so that the bytes counted
+        // already become zero bytes (neither digits nor `@`). No loop over the tail, whose
+        // length differs from string to string.
+        let x = u64::from_le_bytes(*last) >> ((8 - tail.len()) * 8);
+        let low = x & LOW_BITS;
+        let is_digit = DIGIT_BELOW.wrapping_sub(low) & (low + DIGIT_ABOVE) & !x & HIGH_BITS;
+        digits += ((is_digit >> 7).wrapping_mul(ONES) >> 56) as usize;
+        let y = x ^ AT;
+        has_at |= y.wrapping_sub(ONES) & !y & HIGH_BITS != 0;
+    } else {
+        for &c in tail {
+            digits += usize::from(c.is_ascii_digit());
+            has_at |= c == b'@';
+        }
     }
     (digits, has_at)
 }
@@ -443,11 +457,7 @@ fn find_emails(b: &[u8], hits: &mut Vec<Hit>) {
     // Bytes before `floor` belong to the previous address.
     let mut floor = 0;
     let mut i = 0;
-    while let Some(off) = b
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'@'))
-    {
-        let at = i + off;
+    while let Some(at) = find_byte_between(b, i, b'@' - 1, b'@' + 1) {
         let mut local = at;
         while local > floor && is_local_byte(b[local - 1]) {
             local -= 1;

@@ -36,35 +36,85 @@ pub use memory::InMemoryExporter;
 /// (OTLP partial success; counted as failed, never retried).
 pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, ExportError>> + Send + 'a>>;
 
-/// A batch ready to be sent: the payload, and the body an exporter made of it once in
-/// [`Exporter::prepare`] (by default the payload's protobuf bytes). Every attempt of the batch is
-/// lent the same `Prepared`. Cloning shares both (reference counts).
+/// A batch ready to be sent: the queued requests it is made of, and the body an exporter made of
+/// them once in [`Exporter::prepare`] (by default their protobuf bytes). Every attempt of the
+/// batch is lent the same `Prepared`. Cloning shares all of it (reference counts).
+///
+/// A batch of several requests is one request: protobuf messages concatenated are the message
+/// with their repeated fields joined. An exporter that [`Exporter::sends_parts`] writes the parts
+/// one after another ([`Prepared::wire_parts`]) and nothing is copied; for the others the parts
+/// are concatenated once, into a buffer charged to the memory in use, before `prepare`.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    payload: Payload,
-    body: Bytes,
+    /// The requests, in queue order (at least one, all of one signal).
+    parts: Arc<[Payload]>,
+    /// The parts concatenated, made on first use of [`Prepared::payload`] (never, by an
+    /// exporter that sends parts).
+    joined: Arc<std::sync::OnceLock<Payload>>,
+    /// What [`Exporter::prepare`] made for the wire, if not the parts as they are.
+    body: Option<Bytes>,
 }
 
 impl Prepared {
     /// A batch sent as its own protobuf bytes.
     pub fn new(payload: Payload) -> Self {
-        let body = payload.bytes().clone();
-        Prepared { payload, body }
+        Prepared::of_parts(vec![payload])
     }
 
     /// A batch sent as `body` (its encoding for the wire, e.g. gzip-compressed).
     pub fn with_body(payload: Payload, body: Bytes) -> Self {
-        Prepared { payload, body }
+        Prepared {
+            body: Some(body),
+            ..Prepared::new(payload)
+        }
     }
 
-    /// The batch.
+    /// A batch of queued requests of one signal, sent as their bytes one after another.
+    ///
+    /// # Panics
+    /// When `parts` is empty.
+    pub fn of_parts(parts: Vec<Payload>) -> Self {
+        assert!(!parts.is_empty(), "a batch has at least one request");
+        Prepared {
+            parts: parts.into(),
+            joined: Arc::default(),
+            body: None,
+        }
+    }
+
+    /// The batch's signal.
+    pub fn signal(&self) -> weft_runtime::Signal {
+        self.parts[0].signal()
+    }
+
+    /// Its items (spans, log records).
+    pub fn items(&self) -> u64 {
+        self.parts.iter().map(Payload::items).sum()
+    }
+
+    /// The batch as one request. Several parts are concatenated on first use (one copy, kept);
+    /// one part is itself.
     pub fn payload(&self) -> &Payload {
-        &self.payload
+        match &self.parts[..] {
+            [one] => one,
+            parts => self.joined.get_or_init(|| {
+                Payload::concat(parts.to_vec()).expect("the parts of a batch have one signal")
+            }),
+        }
     }
 
-    /// What goes on the wire.
+    /// What goes on the wire, in one piece: the prepared body, or the batch's bytes.
     pub fn body(&self) -> &Bytes {
-        &self.body
+        self.body.as_ref().unwrap_or_else(|| self.payload().bytes())
+    }
+
+    /// What goes on the wire, in pieces to be written one after another: the prepared body, or
+    /// each part's bytes (nothing concatenated).
+    pub fn wire_parts(&self) -> Vec<Bytes> {
+        match &self.body {
+            Some(body) => vec![body.clone()],
+            None => self.parts.iter().map(|p| p.bytes().clone()).collect(),
+        }
     }
 }
 
@@ -89,6 +139,13 @@ pub trait Exporter: Send + Sync {
     /// [`ExportError::Permanent`] export error, without retry.
     fn prepare(&self, batch: Payload) -> Result<Prepared, ExportError> {
         Ok(Prepared::new(batch))
+    }
+
+    /// Whether this exporter sends a batch of several queued requests as the requests' bytes
+    /// one after another ([`Prepared::wire_parts`]): then [`run`] neither concatenates them nor
+    /// calls [`Exporter::prepare`]. Default false.
+    fn sends_parts(&self) -> bool {
+        false
     }
 
     /// Exports one batch (one request, or several merged when the exporter batches), as
@@ -188,19 +245,32 @@ pub async fn run(
                 }
             }
         }
-        let (batch, mut holds) = join(parts, &memory);
-        let batch = match exporter.prepare(batch) {
-            Ok(b) => b,
-            Err(error) => {
-                stats.failed.fetch_add(items, Ordering::Relaxed);
-                count(|s| &s.send_failed, items);
-                tracing::error!(exporter = %id, items, error = %error, "cannot encode the batch, dropping it");
-                continue;
+        let batch = if exporter.sends_parts() {
+            // Each part's hold goes with the batch; nothing is copied.
+            let holds: Vec<Arc<Hold>> = parts.iter().map(|q| q.hold.clone()).collect();
+            (
+                Prepared::of_parts(parts.into_iter().map(|q| q.payload).collect()),
+                holds,
+            )
+        } else {
+            let (batch, mut holds) = join(parts, &memory);
+            match exporter.prepare(batch) {
+                Ok(b) => {
+                    if b.body().as_ptr() != b.payload().bytes().as_ptr() {
+                        holds.push(Arc::new(memory.hold(b.body().len() as u64)));
+                    }
+                    (b, holds)
+                }
+                Err(error) => {
+                    stats.failed.fetch_add(items, Ordering::Relaxed);
+                    count(|s| &s.send_failed, items);
+                    tracing::error!(exporter = %id, items, error = %error, "cannot encode the batch, dropping it");
+                    continue;
+                }
             }
         };
-        if batch.body().as_ptr() != batch.payload().bytes().as_ptr() {
-            holds.push(Arc::new(memory.hold(batch.body().len() as u64)));
-        }
+        // Held until the batch is done with (sent or dropped).
+        let (batch, _holds) = batch;
         let started = Instant::now();
         let mut delay = delivery.retry.as_ref().map(|r| r.initial_interval);
         loop {
@@ -447,5 +517,52 @@ mod tests {
         assert_eq!(memory.items(), 4);
         memory.reset();
         assert!(memory.requests().is_empty() && memory.spans().is_empty());
+    }
+
+    /// Records the pieces of each batch it is lent, as they would go on the wire.
+    #[derive(Default)]
+    struct Pieces {
+        seen: Mutex<Vec<Vec<Bytes>>>,
+    }
+
+    impl Exporter for Pieces {
+        fn prepare(&self, _: Payload) -> Result<Prepared, ExportError> {
+            panic!("an exporter that sends parts is not asked to prepare")
+        }
+
+        fn sends_parts(&self) -> bool {
+            true
+        }
+
+        fn export<'a>(&'a self, batch: &'a Prepared) -> ExportFuture<'a> {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push(batch.wire_parts());
+            }
+            Box::pin(std::future::ready(Ok(0)))
+        }
+    }
+
+    /// Batched for an exporter that sends parts, queued requests are neither joined nor
+    /// copied: the batch lends their own buffers, and their holds are given back after it.
+    #[tokio::test]
+    async fn an_exporter_that_sends_parts_gets_the_queued_requests_unjoined() {
+        let exporter = Arc::new(Pieces::default());
+        let requests = vec![spans(3), spans(3), spans(1)];
+        let sent: Vec<Bytes> = requests.iter().map(|r| r.bytes().clone()).collect();
+        // `drive` also checks that every hold was given back.
+        assert_eq!(
+            drive(exporter.clone(), retrying(), requests).await,
+            (7, 0, 0)
+        );
+        let seen = exporter.seen.lock().expect("lock");
+        // 3 + 3 reaches 5: a batch of two requests, then the 1 on its own.
+        assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        for (got, want) in seen.iter().flatten().zip(&sent) {
+            assert_eq!(
+                got.as_ptr(),
+                want.as_ptr(),
+                "the queued request's own bytes"
+            );
+        }
     }
 }

@@ -386,15 +386,20 @@ mod tests {
         (addr, rx)
     }
 
+    /// The OTLP/gRPC exporter to the receiver at `addr`, gzip-compressing or not.
+    fn exporter(addr: std::net::SocketAddr, gzip: bool) -> OtlpGrpcExporter {
+        OtlpGrpcExporter::new(&OtlpExporterConfig {
+            endpoint: format!("http://{addr}"),
+            gzip,
+            ..OtlpExporterConfig::default()
+        })
+        .expect("exporter")
+    }
+
     #[tokio::test]
     async fn the_exporter_sends_the_bytes_the_receiver_queues_gzip_included() {
         let (addr, mut rx) = receiver().await;
-        let exporter = OtlpGrpcExporter::new(&OtlpExporterConfig {
-            endpoint: format!("http://{addr}"),
-            gzip: true,
-            ..OtlpExporterConfig::default()
-        })
-        .expect("exporter");
+        let exporter = exporter(addr, true);
         let sent = OtlpData::from_traces(&request(3)).expect("valid");
         let rejected = exporter
             .export(&Prepared::new(sent.clone()))
@@ -410,6 +415,66 @@ mod tests {
         );
     }
 
+    /// Uncompressed, the exporter writes the batch's bytes after the gRPC message header itself
+    /// (no codec buffer): the receiver queues the same bytes, and its statuses come back as
+    /// tonic's client would give them: a batch too large is InvalidArgument, not retried.
+    #[tokio::test]
+    async fn the_uncompressed_exporter_sends_the_same_bytes_and_gets_the_receivers_status() {
+        let (addr, mut rx) = receiver().await;
+        let exporter = exporter(addr, false);
+        for n in [1, 700] {
+            let sent = OtlpData::from_traces(&request(n)).expect("valid");
+            let rejected = exporter
+                .export(&Prepared::new(sent.clone()))
+                .await
+                .expect("exported");
+            assert_eq!(rejected, 0);
+            let got = rx.recv().await.expect("queued").payload;
+            assert_eq!(got.items(), n as u64);
+            assert_eq!(got.bytes(), sent.bytes(), "the same bytes");
+        }
+        // A batch over the receiver's 1 MiB limit: refused from the message prefix, before
+        // the rest is read, as InvalidArgument (permanent: sending it again cannot help).
+        let big = OtlpData::from_traces(&request(40_000)).expect("valid");
+        assert!(big.bytes().len() > 1 << 20);
+        match exporter.export(&Prepared::new(big)).await {
+            Err(crate::exporter::ExportError::Permanent(m)) => {
+                assert!(
+                    m.starts_with("InvalidArgument: the request message is"),
+                    "{m}"
+                );
+            }
+            other => panic!("expected a permanent InvalidArgument, got {other:?}"),
+        }
+    }
+
+    /// Several queued requests, sent uncompressed as one message without being joined: the
+    /// receiver gets one request holding all their items, whose bytes are theirs one after
+    /// another.
+    #[tokio::test]
+    async fn a_batch_of_queued_requests_arrives_as_one_request() {
+        let (addr, mut rx) = receiver().await;
+        let exporter = exporter(addr, false);
+        assert!(exporter.sends_parts());
+        let parts: Vec<OtlpData> = [1, 2, 3]
+            .into_iter()
+            .map(|n| OtlpData::from_traces(&request(n)).expect("valid"))
+            .collect();
+        let batch = Prepared::of_parts(parts.clone());
+        assert_eq!(batch.wire_parts().len(), 3, "sent as three pieces");
+        assert_eq!(exporter.export(&batch).await.expect("exported"), 0);
+        let got = rx.recv().await.expect("queued").payload;
+        assert_eq!(got.items(), 6);
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| p.bytes().iter().copied())
+            .collect();
+        assert_eq!(&got.bytes()[..], &joined[..]);
+        // The same batch joined, as an exporter that does not send parts gets it.
+        assert_eq!(&batch.payload().bytes()[..], &joined[..]);
+        assert_eq!(batch.payload().items(), 6);
+    }
+
     #[tokio::test]
     async fn malformed_bytes_are_invalid_argument_and_a_missing_pipeline_unimplemented() {
         let (addr, _rx) = receiver().await;
@@ -423,16 +488,17 @@ mod tests {
         assert!(err.message().starts_with("malformed OTLP: "), "{err}");
         assert!(err.message().contains("span_id"), "{err}");
 
-        let exporter = OtlpGrpcExporter::new(&OtlpExporterConfig {
-            endpoint: format!("http://{addr}"),
-            ..OtlpExporterConfig::default()
-        })
-        .expect("exporter");
-        let logs = OtlpData::empty(Signal::Logs);
-        let err = exporter
-            .export(&Prepared::new(logs))
-            .await
-            .expect_err("no logs pipeline");
-        assert!(err.to_string().contains("Unimplemented"), "{err}");
+        // Through tonic's client (gzip) and weft's own framing (uncompressed) alike.
+        for gzip in [true, false] {
+            let logs = OtlpData::empty(Signal::Logs);
+            let err = exporter(addr, gzip)
+                .export(&Prepared::new(logs))
+                .await
+                .expect_err("no logs pipeline");
+            assert!(
+                err.to_string().contains("Unimplemented"),
+                "gzip {gzip}: {err}"
+            );
+        }
     }
 }
