@@ -57,7 +57,7 @@ impl<'a> Msg<'a> {
     }
 
     /// The well-formed fields, in order.
-    pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 'a {
+    pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
         Fields::new(self.root, self.start as usize, self.end as usize).map_while(Result::ok)
     }
 
@@ -428,21 +428,19 @@ impl<'a> Span<'a> {
     /// Should a span hold two status fields, the last is its status (as protobuf decodes it).
     pub fn parts(&self) -> impl Iterator<Item = SpanPart<'a>> + 'a {
         let msg = self.0;
-        Fields::new(msg.root, msg.start as usize, msg.end as usize)
-            .map_while(Result::ok)
-            .filter_map(move |f| {
-                if !matches!(f.value, Wire::Len(_)) {
-                    return None;
-                }
-                let child = msg.child(&f);
-                Some(match f.number {
-                    9 => SpanPart::Attribute(KeyValue(child)),
-                    11 => SpanPart::Event(Event(child)),
-                    13 => SpanPart::Link(Link(child)),
-                    15 => SpanPart::Status(Status(child)),
-                    _ => return None,
-                })
+        msg.fields().filter_map(move |f| {
+            if !matches!(f.value, Wire::Len(_)) {
+                return None;
+            }
+            let child = msg.child(&f);
+            Some(match f.number {
+                9 => SpanPart::Attribute(KeyValue(child)),
+                11 => SpanPart::Event(Event(child)),
+                13 => SpanPart::Link(Link(child)),
+                15 => SpanPart::Status(Status(child)),
+                _ => return None,
             })
+        })
     }
 }
 

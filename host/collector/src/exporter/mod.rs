@@ -4,12 +4,13 @@
 //! queued requests into batches, retries with backoff, the pipeline's counters — is written
 //! once, in [`run`], and driven by the exporter's [`DeliveryConfig`].
 //!
-//! No deep copies on the way out: a batch is the queued requests' protobuf bytes, merged by
-//! concatenation ([`Payload::merge`]); [`run`] asks the exporter to [`Exporter::prepare`] it
-//! once (encode it the way it goes on the wire, e.g. the gzip-compressed OTLP/HTTP body) and
-//! then lends the same [`Prepared`] batch to every attempt, so a retry re-sends the bytes made
-//! for the first attempt. The OTLP/gRPC exporter sends the payload's bytes as they are (tonic
-//! frames, and gzips when asked, per call).
+//! No deep copies on the way out: a batch is the queued requests' protobuf bytes. For an
+//! exporter that [`Exporter::sends_parts`] (the uncompressed OTLP/gRPC exporter) they stay
+//! apart and go on the wire one after another; for the others they are concatenated
+//! ([`Payload::concat`]) and [`run`] asks the exporter to [`Exporter::prepare`] the batch once
+//! (encode it the way it goes on the wire, e.g. the gzip-compressed OTLP/HTTP body). Every
+//! attempt is lent the same [`Prepared`] batch, so a retry re-sends the bytes made for the
+//! first.
 
 pub mod debug;
 pub mod file;
@@ -245,13 +246,12 @@ pub async fn run(
                 }
             }
         }
-        let batch = if exporter.sends_parts() {
+        // The holds on the batch's bytes last until it is done with (sent or dropped).
+        let (batch, _holds) = if exporter.sends_parts() {
             // Each part's hold goes with the batch; nothing is copied.
-            let holds: Vec<Arc<Hold>> = parts.iter().map(|q| q.hold.clone()).collect();
-            (
-                Prepared::of_parts(parts.into_iter().map(|q| q.payload).collect()),
-                holds,
-            )
+            let (payloads, holds): (Vec<Payload>, Vec<Arc<Hold>>) =
+                parts.into_iter().map(|q| (q.payload, q.hold)).unzip();
+            (Prepared::of_parts(payloads), holds)
         } else {
             let (batch, mut holds) = join(parts, &memory);
             match exporter.prepare(batch) {
@@ -269,8 +269,6 @@ pub async fn run(
                 }
             }
         };
-        // Held until the batch is done with (sent or dropped).
-        let (batch, _holds) = batch;
         let started = Instant::now();
         let mut delay = delivery.retry.as_ref().map(|r| r.initial_interval);
         loop {

@@ -16,7 +16,7 @@ use crate::config::OtlpExporterConfig;
 
 /// Sends each batch as one `Export` call, the payload's protobuf bytes as the request message
 /// (never decoded, never re-encoded): gzip-compressed through tonic's client
-/// ([`RawResponseCodec`]), uncompressed framed by [`raw_unary`], which writes the queued
+/// ([`RawResponseCodec`]), uncompressed framed by `raw_unary`, which writes the queued
 /// requests of a batch one after another without joining or copying them. The status codes the OTLP
 /// specification lets a client retry are [`ExportError::Retryable`]; the server's partial
 /// success is the rejected count.
@@ -25,7 +25,7 @@ pub struct OtlpGrpcExporter {
     /// A cheap handle on one lazily connected channel, with the compression settings: the
     /// client of compressed calls.
     grpc: tonic::client::Grpc<Channel>,
-    /// The same channel, for uncompressed calls, which [`raw_unary`] makes without copying the
+    /// The same channel, for uncompressed calls, which `raw_unary` makes without copying the
     /// batch into a buffer of its own (tonic's codecs encode each message into one).
     channel: Channel,
     /// Whether calls are gzip-compressed.
